@@ -1,0 +1,100 @@
+"""aptrt: COM's apartment model for async Python (asyncio, uvloop and trio, through anyio)."""
+
+from __future__ import annotations
+
+from ._core._apartment import Apartment as Apartment
+from ._core._apartment import ApartmentKind as ApartmentKind
+from ._core._apartment import ApartmentStatistics as ApartmentStatistics
+from ._core._cancel import check_cancelled as check_cancelled
+from ._core._cancel import current_causality as current_causality
+from ._core._exceptions import ApartmentClosedError as ApartmentClosedError
+from ._core._exceptions import CallCancelledError as CallCancelledError
+from ._core._exceptions import CallRejectedError as CallRejectedError
+from ._core._exceptions import ChangedModeError as ChangedModeError
+from ._core._exceptions import ClassNotRegisteredError as ClassNotRegisteredError
+from ._core._exceptions import COMError as COMError
+from ._core._exceptions import DisconnectedError as DisconnectedError
+from ._core._exceptions import DisconnectReason as DisconnectReason
+from ._core._exceptions import InvalidArgumentError as InvalidArgumentError
+from ._core._exceptions import NoInterfaceError as NoInterfaceError
+from ._core._exceptions import NotInitializedError as NotInitializedError
+from ._core._exceptions import NotSupportedError as NotSupportedError
+from ._core._exceptions import ObjectNotConnectedError as ObjectNotConnectedError
+from ._core._exceptions import RetryLaterError as RetryLaterError
+from ._core._exceptions import RPCTimeoutError as RPCTimeoutError
+from ._core._exceptions import WouldDeadlockError as WouldDeadlockError
+from ._core._exceptions import WrongThreadError as WrongThreadError
+from ._core._guarded import Guarded as Guarded
+from ._core._guarded import guarded as guarded
+from ._core._hresult import HRESULT as HRESULT
+from ._core._interface import IID_IUnknown as IID_IUnknown
+from ._core._interface import Interface as Interface
+from ._core._marshal import by_reference as by_reference
+from ._core._mta import MTA as MTA
+from ._core._proxy import BlockingProxy as BlockingProxy
+from ._core._proxy import Proxy as Proxy
+from ._core._proxy import as_interface as as_interface
+from ._core._proxy import blocking as blocking
+from ._core._proxy import query_interface as query_interface
+from ._core._runtime import Runtime as Runtime
+from ._core._runtime import current_apartment as current_apartment
+from ._core._runtime import current_runtime as current_runtime
+from ._core._sta import STA as STA
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "HRESULT",
+    "IID_IUnknown",
+    "MTA",
+    "STA",
+    "Apartment",
+    "ApartmentClosedError",
+    "ApartmentKind",
+    "ApartmentStatistics",
+    "BlockingProxy",
+    "COMError",
+    "CallCancelledError",
+    "CallRejectedError",
+    "ChangedModeError",
+    "ClassNotRegisteredError",
+    "DisconnectReason",
+    "DisconnectedError",
+    "Guarded",
+    "Interface",
+    "InvalidArgumentError",
+    "NoInterfaceError",
+    "NotInitializedError",
+    "NotSupportedError",
+    "ObjectNotConnectedError",
+    "Proxy",
+    "RPCTimeoutError",
+    "RetryLaterError",
+    "Runtime",
+    "WouldDeadlockError",
+    "WrongThreadError",
+    "as_interface",
+    "blocking",
+    "by_reference",
+    "check_cancelled",
+    "current_apartment",
+    "current_causality",
+    "current_runtime",
+    "guarded",
+    "query_interface",
+)
+
+
+def _fixup_module_metadata() -> None:
+    # Public objects say they live in ``aptrt`` (tracebacks, reprs, pickles), as trio does.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("aptrt._core"):
+            try:
+                obj.__module__ = "aptrt"
+            except (AttributeError, TypeError):
+                pass
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -1,0 +1,1 @@
+"""aptrt's implementation. Everything public is re-exported from :mod:`aptrt`."""

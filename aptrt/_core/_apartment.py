@@ -1,0 +1,205 @@
+"""What every apartment offers: run code there, create objects there, statistics, closing."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ._call import Call
+from ._exceptions import InvalidArgumentError
+from ._interface import Interface
+from ._invoke import invoke, invoke_blocking, new_call
+from ._stub import ExportTable, Stub
+from ._threadstate import tls
+
+from typing import TypeVarTuple, Unpack
+
+if TYPE_CHECKING:
+    from ._proxy import Proxy
+    from ._runtime import Runtime
+
+PosArgsT = TypeVarTuple("PosArgsT")
+
+T = TypeVar("T")
+I = TypeVar("I", bound=Interface)
+
+
+class ApartmentKind(enum.Enum):
+    """The kind of an apartment (COM's APTTYPE)."""
+
+    STA = "sta"
+    MAIN_STA = "main_sta"
+    MTA = "mta"
+    NEUTRAL = "neutral"
+
+
+@dataclass(frozen=True)
+class ApartmentStatistics:
+    """A snapshot of an apartment's work (from :meth:`Apartment.statistics`)."""
+
+    name: str
+    kind: ApartmentKind
+    #: calls waiting in the inbox
+    queued: int
+    #: async calls running now (sync calls run one at a time, inline)
+    running: int
+    #: calls that returned a value
+    completed: int
+    #: calls that raised (including calls refused because their object was disconnected)
+    failed: int
+    #: calls dropped or stopped because their caller cancelled them
+    cancelled: int
+    #: calls not started, or stopped, because their deadline passed
+    expired: int
+    #: objects of this apartment referenced from other apartments (live stubs)
+    exported: int
+
+
+class Apartment:
+    """An execution context: objects created in it run only on its thread(s).
+
+    Get one from :class:`aptrt.Runtime` (``rt.main_sta``, ``rt.mta``, ``await rt.start_sta()``) or from
+    :func:`aptrt.current_apartment`.
+    """
+
+    kind: ApartmentKind
+    #: plain threads (outside any apartment) count as members: true of the MTA only (COM's implicit MTA)
+    accepts_plain_threads = False
+
+    def __init__(self, runtime: Runtime, name: str) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.exports = ExportTable(self)
+        #: set once, when shutdown begins: new calls are refused from then on
+        self.closing = False
+
+    def __repr__(self) -> str:
+        state = " closing" if self.closing else ""
+        return f"<{type(self).__name__} {self.name!r}{state}>"
+
+    # -- to implement ----------------------------------------------------------------------------------
+
+    def submit(self, call: Call) -> None:
+        """Queue *call* (any thread); raise :class:`DisconnectedError` if the apartment refuses it."""
+        raise NotImplementedError
+
+    def release_later(self, stub: Stub) -> None:
+        """Give back a stub reference dropped by garbage collection (safe inside ``__del__``)."""
+        raise NotImplementedError
+
+    def statistics(self) -> ApartmentStatistics:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    # -- membership ------------------------------------------------------------------------------------
+
+    def is_current(self) -> bool:
+        """True if the calling thread belongs to this apartment."""
+        current = tls.apartment
+        return current is self or (current is None and self.accepts_plain_threads)
+
+    def _caller(self) -> Apartment:
+        """The apartment of the calling thread (a plain thread counts as the runtime's MTA)."""
+        current = tls.apartment
+        return current if current is not None else self.runtime.mta
+
+    # -- running code ----------------------------------------------------------------------------------
+
+    async def run(self, fn: Callable[[Unpack[PosArgsT]], Awaitable[T]], *args: Unpack[PosArgsT]) -> T:
+        """Run the coroutine function *fn* in this apartment and return its result.
+
+        Arguments and the result are marshaled (interface objects arrive as proxies). From inside this
+        apartment, *fn* is simply awaited. This is a checkpoint; cancelling it cancels *fn*'s scope.
+        """
+        caller = self._caller()
+        if caller is self:
+            return await fn(*args)
+        call = new_call(fn, _name(fn), args, None, None, True, caller, target=self)
+        result: T = await invoke(self, call)
+        return result
+
+    async def run_sync(self, fn: Callable[[Unpack[PosArgsT]], T], *args: Unpack[PosArgsT]) -> T:
+        """Run the plain function *fn* in this apartment and return its result (see :meth:`run`)."""
+        caller = self._caller()
+        if caller is self:
+            return fn(*args)
+        call = new_call(fn, _name(fn), args, None, None, False, caller, target=self)
+        result: T = await invoke(self, call)
+        return result
+
+    @overload
+    async def create(self, cls: Callable[..., Any], *args: Any, interface: type[I], **kwargs: Any) -> Proxy[I]: ...
+    @overload
+    async def create(self, cls: Callable[..., Any], *args: Any, interface: None = None, **kwargs: Any) -> Any: ...
+    async def create(
+        self, cls: Callable[..., Any], *args: Any, interface: type[I] | None = None, **kwargs: Any
+    ) -> Any:
+        """Create ``cls(*args, **kwargs)`` in this apartment.
+
+        Returns a proxy for *interface* (default: the class's first interface) owned by the caller's
+        apartment, or the object itself when the caller is in this apartment.
+        """
+        factory = functools.partial(cls, *args, **kwargs) if kwargs else cls
+        result = await self.run_sync(factory, *args) if not kwargs else await self.run_sync(factory)
+        return _narrow(result, interface)
+
+    # -- blocking twins (plain threads) ----------------------------------------------------------------
+
+    def run_sync_blocking(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        caller = self._caller()
+        if caller is self:
+            return fn(*args)
+        call = new_call(fn, _name(fn), args, None, None, False, caller, target=self, blocking=True)
+        result: T = invoke_blocking(self, call, timeout)
+        return result
+
+    def run_blocking(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None) -> T:
+        caller = self._caller()
+        call = new_call(fn, _name(fn), args, None, None, True, caller, target=self, blocking=True)
+        result: T = invoke_blocking(self, call, timeout)
+        return result
+
+    def create_blocking(
+        self, cls: Callable[..., Any], *args: Any, interface: type[I] | None = None, timeout: float | None = None
+    ) -> Any:
+        return _narrow(self.run_sync_blocking(cls, *args, timeout=timeout), interface)
+
+    # -- statistics helper -----------------------------------------------------------------------------
+
+    def _stats(self, queued: int, counters: list[Any]) -> ApartmentStatistics:
+        return ApartmentStatistics(
+            name=self.name,
+            kind=self.kind,
+            queued=queued,
+            running=sum(c.running for c in counters),
+            completed=sum(c.completed for c in counters),
+            failed=sum(c.failed for c in counters),
+            cancelled=sum(c.cancelled for c in counters),
+            expired=sum(c.expired for c in counters),
+            exported=len(self.exports),
+        )
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _narrow(result: Any, interface: type[I] | None) -> Any:
+    if interface is None:
+        return result
+    from ._proxy import Proxy, query_interface
+
+    narrowed = query_interface(result, interface)
+    if isinstance(result, Proxy) and narrowed is not result:
+        result.release()
+    return narrowed
+
+
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (timeout >= 0):
+        raise InvalidArgumentError(f"timeout must be a non-negative number of seconds or None, not {timeout!r}")

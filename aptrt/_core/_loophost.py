@@ -1,0 +1,189 @@
+"""An event loop that serves an apartment: its inbox, its task group, its thread.
+
+A loop host either owns a thread (an STA, the MTA's loop) that runs ``anyio.run`` with the chosen
+backend, or adopts the loop already running on the current thread (the main STA).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._call import REPLY, RUNNING, Call
+from ._exceptions import NotSupportedError
+from ._execute import Counters, admit, closed_error, run_inline, run_task
+from ._port import Port, make_port
+from ._threadstate import tls
+
+if TYPE_CHECKING:
+    from ._apartment import Apartment
+
+BACKENDS = ("asyncio", "uvloop", "trio")
+
+
+def backend_args(backend: str) -> tuple[str, dict[str, Any]]:
+    """``anyio.run`` arguments for one of :data:`BACKENDS`."""
+    if backend == "asyncio":
+        return "asyncio", {}
+    if backend in ("uvloop", "asyncio+uvloop"):
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise NotSupportedError("uvloop is not installed (pip install 'aptrt[uvloop]')") from None
+        return "asyncio", {"use_uvloop": True}
+    if backend == "trio":
+        return "trio", {}
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+class Message:
+    """A control message for a loop's inbox."""
+
+    __slots__ = ()
+
+    def handle(self, port: Port) -> None:
+        raise NotImplementedError
+
+
+class StopRequest(Message):
+    __slots__ = ()
+
+    def handle(self, port: Port) -> None:
+        host = port.host
+        if host._stop is not None:
+            host._stop.set()
+
+
+class ReleaseRequest(Message):
+    """Give back a proxy's stub reference that garbage collection dropped (see ``Proxy.__del__``)."""
+
+    __slots__ = ("stub",)
+
+    def __init__(self, stub: Any) -> None:
+        self.stub = stub
+
+    def handle(self, port: Port | None) -> None:
+        self.stub.release()
+
+
+class LoopHost:
+    """One event loop serving *apartment*: dispatches its inbox, runs async callees as tasks."""
+
+    def __init__(self, apartment: Apartment, backend: str) -> None:
+        self.apartment = apartment
+        self.backend = backend
+        self.counters = Counters()
+        self.port: Port | None = None
+        self.thread: threading.Thread | None = None
+        self._tg: TaskGroup | None = None
+        self._stop: anyio.Event | None = None
+        # guarded by _lock: whether the thread has finished, and who waits for that
+        self._lock = threading.Lock()
+        self._finished = False
+        self._stop_waiters: list[Call] = []
+
+    def __repr__(self) -> str:
+        return f"<LoopHost {self.apartment.name!r} ({self.backend})>"
+
+    # -- dispatch (loop thread) ------------------------------------------------------------------------
+
+    def dispatch(self, call: Call, port: Port) -> None:
+        if port.closing:
+            call.fail(closed_error(self.apartment, call))
+            return
+        fn = admit(call, self.counters)
+        if fn is None:
+            return
+        if call.is_async:
+            call.phase = RUNNING
+            call.runner = port
+            assert self._tg is not None
+            self._tg.start_soon(run_task, call, fn, self.apartment, self.counters, port)
+        else:
+            run_inline(call, fn, self.apartment, self.counters)
+
+    # -- owning a thread -------------------------------------------------------------------------------
+
+    def start_thread(self, thread_name: str, ready: Call) -> None:
+        """Start the loop's thread; *ready* is answered once the loop serves (or with the startup error)."""
+        backend, options = backend_args(self.backend)
+        self.thread = threading.Thread(
+            target=self._thread_main, args=(backend, options, ready), name=thread_name, daemon=True
+        )
+        self.thread.start()
+
+    def _thread_main(self, backend: str, options: dict[str, Any], ready: Call) -> None:
+        try:
+            anyio.run(self._serve, ready, backend=backend, backend_options=options)
+        except BaseException as exc:
+            if ready.phase != REPLY:
+                ready.fail(exc)
+            else:
+                import logging
+
+                logging.getLogger("aptrt").exception("aptrt: loop of %r failed", self.apartment.name)
+        finally:
+            with self._lock:
+                self._finished = True
+                waiters, self._stop_waiters = self._stop_waiters, []
+            for waiter in waiters:
+                waiter.deliver()
+
+    async def _serve(self, ready: Call) -> None:
+        port = self.port = make_port(self)
+        tls.apartment = self.apartment
+        tls.port = port
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._stop = anyio.Event()
+                ready.deliver()
+                await self._stop.wait()
+                port.closing = True
+                tg.cancel_scope.cancel()
+        finally:
+            self._shutdown_port(port)
+            tls.apartment = None
+            tls.port = None
+
+    def _shutdown_port(self, port: Port) -> None:
+        apartment = self.apartment
+        port.close_and_sweep(lambda call: call.fail(closed_error(apartment, call)))
+
+    def request_stop(self, waiter: Call | None) -> None:
+        """Ask the loop to stop (any thread); *waiter* is answered once the thread has finished."""
+        port = self.port
+        if port is not None:
+            port.closing = True
+        with self._lock:
+            if waiter is not None:
+                if self._finished:
+                    waiter.deliver()
+                else:
+                    self._stop_waiters.append(waiter)
+        if port is not None:
+            port.post(StopRequest())
+
+    def join(self) -> None:
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    # -- adopting the current loop ---------------------------------------------------------------------
+
+    async def adopt(self, tg: TaskGroup) -> None:
+        """Serve the loop running on this thread, spawning async callees in *tg*."""
+        self.port = make_port(self)
+        self._tg = tg
+        self.thread = threading.current_thread()
+
+    def abandon_adopted(self) -> None:
+        """Stop serving the adopted loop: fail what is still queued (on the loop's thread)."""
+        port = self.port
+        if port is not None:
+            port.closing = True
+            self._shutdown_port(port)
+

@@ -1,0 +1,208 @@
+"""The inbox of one event-loop thread: a deque plus one wake-up per batch.
+
+Producers (any thread) append to the deque, then try to take ``_armed`` without blocking. The producer
+that takes it rings the doorbell (``loop.call_soon_threadsafe`` on asyncio, ``TrioToken.run_sync_soon``
+on trio); every other producer sees the bell already rung and only appends. ``_drain`` runs on the loop,
+pops everything, then releases ``_armed`` and checks the deque once more, so an item appended while it
+was draining is never left behind. So a burst of N calls costs one wake-up, not N.
+
+Why no lock around the deque: ``deque.append``/``popleft`` are atomic in CPython (one C call under the
+GIL) and internally locked on free-threaded builds, and ``Lock.acquire(False)`` is an atomic
+test-and-set on both. ``_closed`` is written once (False → True); a producer that appended and then
+sees it set takes its item back, unless the sweeper already did (exactly one of them fails the item).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from ._call import REPLY, RUNNING, Call
+
+if TYPE_CHECKING:
+    from ._loophost import LoopHost
+
+logger = logging.getLogger("aptrt")
+
+
+class Message(Protocol):
+    def handle(self, port: Port) -> None: ...
+
+
+class Port:
+    """The inbox of one event-loop thread (an STA, the main STA, or an MTA loop)."""
+
+    backend: str = ""
+
+    def __init__(self, host: LoopHost) -> None:
+        self.host = host
+        self.thread_id = threading.get_ident()
+        self._queue: deque[Call | Message] = deque()
+        self._armed = threading.Lock()
+        #: set once, by the owner, when the loop stops serving (before the final sweep)
+        self._closed = False
+        #: set once, by the owner, when requests must be failed instead of run (shutdown has begun)
+        self.closing = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.host!r}>"
+
+    # -- any thread ------------------------------------------------------------------------------------
+
+    def post(self, item: Call | Message) -> bool:
+        """Queue *item*; False if the loop no longer serves (the item was not queued)."""
+        queue = self._queue
+        queue.append(item)
+        if self._armed.acquire(False):
+            try:
+                self._ring(self._drain)
+            except Exception:  # the loop is gone (closed asyncio loop, finished trio run)
+                self._closed = True
+                self._armed.release()
+        if self._closed:
+            try:
+                queue.remove(item)
+            except ValueError:
+                return True  # the sweeper took it and fails it
+            return False
+        return True
+
+    def queued_requests(self) -> int:
+        """How many requests wait in this inbox (a snapshot, for statistics)."""
+        return sum(1 for item in tuple(self._queue) if type(item) is Call and item.phase != REPLY)
+
+    # -- loop thread -----------------------------------------------------------------------------------
+
+    def _ring(self, drain: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def _drain(self) -> None:
+        queue = self._queue
+        pop = queue.popleft
+        dispatch = self.host.dispatch
+        wake = self._wake
+        while True:
+            while queue:
+                item = pop()
+                try:
+                    if type(item) is Call:
+                        if item.phase == REPLY:
+                            wake(item)
+                        else:
+                            dispatch(item, self)
+                    else:
+                        item.handle(self)
+                except Exception:  # a handler must never kill the drain; report and go on
+                    logger.exception("aptrt: error while handling %r", item)
+                except BaseException:  # KeyboardInterrupt, SystemExit: leave the inbox usable, then let it fly
+                    self._armed.release()
+                    if queue and self._armed.acquire(False):
+                        self._ring(self._drain)
+                    raise
+            self._armed.release()
+            if not queue or not self._armed.acquire(False):
+                return
+
+    def close_and_sweep(self, fail: Callable[[Call], None]) -> None:
+        """Stop accepting items and fail every request still queued (owner thread, after the loop stops)."""
+        self._closed = True
+        queue = self._queue
+        while queue:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if type(item) is Call and item.phase != REPLY:
+                fail(item)
+
+    def _wake(self, call: Call) -> None:
+        raise NotImplementedError
+
+    # -- caller side (loop thread, inside a task) ------------------------------------------------------
+
+    async def wait(self, call: Call, submit: Callable[[Call], None]) -> None:
+        """Queue *call* with *submit* (which raises if the target refuses it) and wait for the reply.
+
+        On cancellation the call is abandoned (its scope in the callee is cancelled, a late reply is
+        dropped) and the cancellation propagates in the caller's own loop.
+        """
+        raise NotImplementedError
+
+
+class AsyncioPort(Port):
+    backend = "asyncio"
+
+    def __init__(self, host: LoopHost, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(host)
+        self.loop = loop
+        self._ring_threadsafe = loop.call_soon_threadsafe
+        # call_soon_threadsafe would run the drain in a copy of the *producer's* context, leaking its
+        # context variables (sniffio's "current async library" among them) into this loop's tasks
+        self._context = contextvars.copy_context()
+
+    def _ring(self, drain: Callable[[], None]) -> None:
+        self._ring_threadsafe(drain, context=self._context)
+
+    def _wake(self, call: Call) -> None:
+        fut: asyncio.Future[None] = call.waiter
+        if not fut.done():
+            fut.set_result(None)
+
+    async def wait(self, call: Call, submit: Callable[[Call], None]) -> None:
+        fut = self.loop.create_future()
+        call.waiter = fut
+        call.reply_port = self
+        submit(call)
+        try:
+            await fut
+        except BaseException:
+            call.abandon()
+            raise
+
+
+class TrioPort(Port):
+    backend = "trio"
+
+    def __init__(self, host: LoopHost, token: trio.lowlevel.TrioToken) -> None:
+        super().__init__(host)
+        self._run_sync_soon = token.run_sync_soon
+
+    def _ring(self, drain: Callable[[], None]) -> None:
+        self._run_sync_soon(drain)
+
+    def _wake(self, call: Call) -> None:
+        if not call.abandoned:
+            trio.lowlevel.reschedule(call.waiter)
+
+    async def wait(self, call: Call, submit: Callable[[Call], None]) -> None:
+        call.waiter = trio.lowlevel.current_task()
+        call.reply_port = self
+        submit(call)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            call.abandon()
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+def make_port(host: LoopHost) -> Port:
+    """An inbox for the event loop running on the current thread (asyncio, uvloop or trio)."""
+    import sniffio
+
+    library = sniffio.current_async_library()
+    if library == "trio":
+        return TrioPort(host, trio.lowlevel.current_trio_token())
+    if library == "asyncio":
+        return AsyncioPort(host, asyncio.get_running_loop())
+    raise RuntimeError(f"aptrt supports asyncio and trio event loops, not {library!r}")
+
+
+__all__ = ["RUNNING", "AsyncioPort", "Port", "TrioPort", "make_port"]

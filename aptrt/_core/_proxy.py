@@ -1,0 +1,237 @@
+"""Typed proxies: the only way to reach an object of another apartment."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
+
+from ._exceptions import InvalidArgumentError, NoInterfaceError, WrongThreadError
+from ._interface import Interface, class_info, is_com_object, resolve_interface
+from ._invoke import invoke, invoke_blocking, new_call
+from ._threadstate import tls
+
+if TYPE_CHECKING:
+    from ._apartment import Apartment
+    from ._stub import Stub
+
+I = TypeVar("I", bound=Interface)
+J = TypeVar("J", bound=Interface)
+
+
+class Proxy(Generic[I]):
+    """A reference to an object in another apartment, exposing only the methods of interface ``I``.
+
+    Each method is a coroutine function: ``await proxy.method(*args)`` marshals the call to the
+    object's apartment and returns its result (or raises its exception, with the remote traceback).
+    A proxy belongs to the apartment that received it; using it from another raises
+    :class:`WrongThreadError`. Release it with ``await proxy.aclose()`` / ``proxy.release()``, with
+    ``async with proxy:``, or by dropping it (garbage collection releases it too).
+    """
+
+    __slots__ = ("_stub", "_apartment", "_interface", "_released", "__weakref__")
+
+    _stub: Stub
+    _apartment: Apartment
+    _interface: type[I]
+    _released: bool
+
+    def __init__(self) -> None:
+        raise TypeError("proxies are made by aptrt (marshaling, create, query_interface), not constructed")
+
+    # -- identity --------------------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Proxy):
+            return self._stub is other._stub
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return id(self._stub)
+
+    def __repr__(self) -> str:
+        stub = self._stub
+        state = " disconnected" if stub.disconnected else (" released" if self._released else "")
+        return (
+            f"<Proxy[{self._interface.__name__}] to {stub.info.cls.__qualname__} in {stub.apartment.name!r}"
+            f", held by {self._apartment.name!r}{state}>"
+        )
+
+    # -- lifetime --------------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Give back this proxy's reference now (idempotent); later calls through it fail."""
+        if not self._released:
+            self._released = True
+            self._stub.release()
+
+    async def aclose(self) -> None:
+        """Release the proxy (the async spelling, for ``contextlib.AsyncExitStack`` and friends)."""
+        self.release()
+
+    async def __aenter__(self) -> Proxy[I]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        try:
+            released = self._released
+        except AttributeError:  # construction failed
+            return
+        if not released:
+            self._stub.apartment.release_later(self._stub)
+
+    @property
+    def interface(self) -> type[I]:
+        """The interface this proxy exposes."""
+        return self._interface
+
+    @property
+    def apartment(self) -> Apartment:
+        """The apartment this proxy belongs to (where it may be used)."""
+        return self._apartment
+
+    @property
+    def target_apartment(self) -> Apartment:
+        """The apartment that hosts the object."""
+        return self._stub.apartment
+
+
+def _check(proxy: Proxy[Any]) -> tuple[Apartment, Stub]:
+    apartment = proxy._apartment
+    current = tls.apartment
+    if current is not apartment and not (current is None and apartment.accepts_plain_threads):
+        raise WrongThreadError(
+            f"{proxy!r} belongs to apartment {apartment.name!r} but is used from "
+            f"{'a thread outside any apartment' if current is None else repr(current.name)}; "
+            "marshal it (pass it as an argument, or use aptrt.AgileReference) instead"
+        )
+    if proxy._released:
+        raise InvalidArgumentError(f"{proxy!r} was released")
+    stub = proxy._stub
+    if stub.disconnected:
+        raise stub.disconnected_error()
+    return apartment, stub
+
+
+def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
+    async def method(self: Proxy[Any], *args: Any, **kwargs: Any) -> Any:
+        apartment, stub = _check(self)
+        call = new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment)
+        return await invoke(stub.apartment, call)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+_proxy_classes: dict[type[Interface], type[Proxy[Any]]] = {}
+
+
+def _proxy_class(interface: type[I]) -> type[Proxy[I]]:
+    cls = _proxy_classes.get(interface)
+    if cls is None:
+        namespace: dict[str, Any] = {"__slots__": ()}
+        for name in interface.__interface_methods__:
+            namespace[name] = _make_async_method(name)
+        cls = type(f"Proxy[{interface.__name__}]", (Proxy,), namespace)
+        cls.__module__ = "aptrt"
+        _proxy_classes[interface] = cls
+    return cls
+
+
+def make_proxy(stub: Stub, apartment: Apartment, interface: type[I]) -> Proxy[I]:
+    """A new proxy on *stub*, owned by *apartment* (takes one reference on the stub)."""
+    proxy = object.__new__(_proxy_class(interface))
+    proxy._released = True  # until the reference is really taken
+    proxy._stub = stub
+    proxy._apartment = apartment
+    proxy._interface = interface
+    stub.addref()
+    proxy._released = False
+    return proxy
+
+
+# -- QueryInterface ------------------------------------------------------------------------------------
+
+
+@overload
+def query_interface(obj: Proxy[Any], interface: type[J]) -> Proxy[J]: ...
+@overload
+def query_interface(obj: object, interface: type[J]) -> J: ...
+@overload
+def query_interface(obj: object, interface: uuid.UUID | str) -> Any: ...
+def query_interface(obj: object, interface: type[J] | uuid.UUID | str) -> Any:
+    """Ask *obj* (an object or a proxy) for another of its interfaces, as QueryInterface does.
+
+    On a proxy, returns a proxy for *interface* on the same object (same apartment, equal to the first);
+    on a local object, returns the object itself. Raises :class:`NoInterfaceError` (``E_NOINTERFACE``)
+    when the object does not implement it. No call crosses apartments: interfaces are static in aptrt.
+    """
+    iface: type[J] = resolve_interface(interface)
+    if isinstance(obj, Proxy):
+        stub = obj._stub
+        if stub.disconnected:
+            raise stub.disconnected_error()
+        if not stub.info.implements(iface):
+            raise NoInterfaceError(f"{stub.info.cls.__qualname__} does not implement {iface.__name__}")
+        if iface is obj._interface:
+            return obj
+        return make_proxy(stub, obj._apartment, iface)
+    if is_com_object(obj):
+        if class_info(type(obj)).implements(iface):
+            return obj
+        raise NoInterfaceError(f"{type(obj).__qualname__} does not implement {iface.__name__}")
+    raise NoInterfaceError(f"{type(obj).__qualname__} implements no aptrt interface")
+
+
+# -- blocking twins ------------------------------------------------------------------------------------
+
+
+class BlockingProxy(Generic[I]):
+    """The methods of a proxy as blocking calls, for plain threads and MTA workers (see :func:`blocking`)."""
+
+    __slots__ = ("_proxy", "_timeout")
+
+    def __init__(self, proxy: Proxy[I], timeout: float | None) -> None:
+        self._proxy = proxy
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"<blocking {self._proxy!r}>"
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        proxy = self._proxy
+        if name not in proxy._interface.__interface_methods__:
+            raise AttributeError(f"interface {proxy._interface.__name__} has no method {name!r}")
+        timeout = self._timeout
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            apartment, stub = _check(proxy)
+            call = new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment, blocking=True)
+            return invoke_blocking(stub.apartment, call, timeout)
+
+        method.__name__ = name
+        return method
+
+
+def blocking(proxy: Proxy[I], *, timeout: float | None = None) -> BlockingProxy[I]:
+    """Blocking twins of *proxy*'s methods for code that runs outside an event loop.
+
+    ``aptrt.blocking(proxy).method(*args)`` waits for the result on the current thread. Use it from plain
+    threads and from sync methods running in the MTA; from an event loop, await the proxy instead
+    (calling it there raises :class:`WrongThreadError` rather than blocking the loop).
+
+    :param timeout: seconds to wait for each call (None: no limit); on expiry the call is abandoned
+        (cancelled in the callee) and :class:`TimeoutError` is raised
+    """
+    if not isinstance(proxy, Proxy):
+        raise InvalidArgumentError(f"aptrt.blocking() takes a proxy, not {type(proxy).__name__}")
+    return BlockingProxy(proxy, timeout)
+
+
+def as_interface(proxy: Proxy[I]) -> I:
+    """*proxy*, typed as its interface for static checkers (runtime no-op)."""
+    return cast(I, proxy)
+

@@ -1,0 +1,36 @@
+"""Per-thread and per-task state: which apartment a thread belongs to, and which call it is serving."""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._apartment import Apartment
+    from ._call import Call
+    from ._port import Port
+
+
+class _ThreadState(threading.local):
+    #: the apartment this thread belongs to (None: a plain thread, an implicit MTA member while a runtime exists)
+    apartment: Apartment | None = None
+    #: the inbox of the event loop running on this thread, if aptrt knows that loop
+    port: Port | None = None
+    #: the call a sync method is serving right now on this thread (sync callees run inline, outside any task)
+    call: Call | None = None
+
+
+#: Written only by the thread it describes.
+tls = _ThreadState()
+
+#: The call an async callee task is serving (each task has its own copy of the context).
+current_call_var: ContextVar[Call | None] = ContextVar("aptrt_current_call", default=None)
+
+
+def current_call() -> Call | None:
+    """The incoming call being served by the current thread or task, if any."""
+    call = tls.call
+    if call is not None:
+        return call
+    return current_call_var.get()
