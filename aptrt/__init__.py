@@ -45,7 +45,6 @@ __version__ = "0.1.0"
 
 __all__ = (
     "HRESULT",
-    "IID_IUnknown",
     "MTA",
     "STA",
     "Apartment",
@@ -61,6 +60,7 @@ __all__ = (
     "DisconnectReason",
     "DisconnectedError",
     "Guarded",
+    "IID_IUnknown",
     "Interface",
     "InvalidArgumentError",
     "NoInterfaceError",

@@ -6,7 +6,7 @@ import enum
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, overload
 
 from ._call import Call
 from ._exceptions import InvalidArgumentError
@@ -14,8 +14,6 @@ from ._interface import Interface
 from ._invoke import invoke, invoke_blocking, new_call
 from ._stub import ExportTable, Stub
 from ._threadstate import tls
-
-from typing import TypeVarTuple, Unpack
 
 if TYPE_CHECKING:
     from ._proxy import Proxy
@@ -110,7 +108,7 @@ class Apartment:
 
     # -- running code ----------------------------------------------------------------------------------
 
-    async def run(self, fn: Callable[[Unpack[PosArgsT]], Awaitable[T]], *args: Unpack[PosArgsT]) -> T:
+    async def run(self, fn: Callable[[Unpack[PosArgsT]], Awaitable[T]], *args: *PosArgsT) -> T:
         """Run the coroutine function *fn* in this apartment and return its result.
 
         Arguments and the result are marshaled (interface objects arrive as proxies). From inside this
@@ -123,7 +121,7 @@ class Apartment:
         result: T = await invoke(self, call)
         return result
 
-    async def run_sync(self, fn: Callable[[Unpack[PosArgsT]], T], *args: Unpack[PosArgsT]) -> T:
+    async def run_sync(self, fn: Callable[[Unpack[PosArgsT]], T], *args: *PosArgsT) -> T:
         """Run the plain function *fn* in this apartment and return its result (see :meth:`run`)."""
         caller = self._caller()
         if caller is self:

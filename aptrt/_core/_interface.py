@@ -49,12 +49,12 @@ class Interface:
         if iid in _interfaces_by_iid and _interfaces_by_iid[iid].__qualname__ != cls.__qualname__:
             raise InvalidArgumentError(f"IID {iid} is already used by {_interfaces_by_iid[iid].__qualname__}")
         cls.__iid__ = iid
-        cls.__aptrt_interface__ = True
+        type.__setattr__(cls, "__aptrt_interface__", True)
         own = {name for name, value in vars(cls).items() if not name.startswith("_") and callable(value)}
         inherited: set[str] = set()
         for base in cls.__mro__[1:]:
             if is_interface(base):
-                inherited |= base.__interface_methods__
+                inherited |= vars(base).get("__interface_methods__", frozenset())
         cls.__interface_methods__ = frozenset(own | inherited)
         _interfaces_by_iid[iid] = cls
 

@@ -23,9 +23,12 @@ if TYPE_CHECKING:
 
 def caller_deadline() -> float:
     """The caller's effective anyio deadline, on the monotonic clock (every loop's clock differs)."""
+    port = tls.port
+    if port is not None:
+        return port.caller_deadline()
     try:
         deadline = anyio.current_effective_deadline()
-    except Exception:  # not inside a task of a running loop
+    except Exception:  # noqa: BLE001  # not inside a task of a running loop
         return INF
     if deadline == math.inf:
         return INF
@@ -67,8 +70,7 @@ async def invoke(target: Apartment, call: Call) -> Any:
     port = tls.port
     if port is None:
         return await _await_from_foreign_loop(call, target.submit)
-    await port.wait(call, target.submit)
-    return call.result()
+    return await port.call(call, target.submit)
 
 
 async def await_call(call: Call, submit: Callable[[Call], None]) -> Any:
@@ -76,8 +78,7 @@ async def await_call(call: Call, submit: Callable[[Call], None]) -> Any:
     port = tls.port
     if port is None:
         return await _await_from_foreign_loop(call, submit)
-    await port.wait(call, submit)
-    return call.result()
+    return await port.call(call, submit)
 
 
 def block_on_call(call: Call, submit: Callable[[Call], None]) -> Any:

@@ -18,18 +18,42 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from ._call import REPLY, RUNNING, Call
+from ._call import INF, REPLY, RUNNING, Call
 
 if TYPE_CHECKING:
     from ._loophost import LoopHost
 
 logger = logging.getLogger("aptrt")
+
+_current_task = asyncio.current_task
+_weakref = weakref.ref
+try:  # the fast path of AsyncioPort.caller_deadline reads anyio's task states (checked here, once)
+    from anyio._backends._asyncio import CancelScope as _AsyncioCancelScope
+    from anyio._backends._asyncio import _task_states
+
+    if not {"_deadline", "_shield", "_cancel_called", "_parent_scope"} <= set(_AsyncioCancelScope.__slots__):
+        raise ImportError("anyio's asyncio CancelScope changed")
+    # WeakKeyDictionary.get is ``data.get(ref(key))``; calling that directly saves a Python frame
+    _task_states_get: Callable[[Any], Any] | None = _task_states.data.get  # type: ignore[attr-defined]
+except (ImportError, AttributeError):  # pragma: no cover - depends on the anyio version
+    _task_states_get = None
+
+
+def _anyio_deadline() -> float:
+    import anyio
+
+    deadline = anyio.current_effective_deadline()
+    if deadline == INF:
+        return INF
+    return time.monotonic() + (deadline - anyio.current_time())
 
 
 class Message(Protocol):
@@ -63,7 +87,7 @@ class Port:
         if self._armed.acquire(False):
             try:
                 self._ring(self._drain)
-            except Exception:  # the loop is gone (closed asyncio loop, finished trio run)
+            except Exception:  # noqa: BLE001  # the loop is gone (closed asyncio loop, finished trio run)
                 self._closed = True
                 self._armed.release()
         if self._closed:
@@ -98,7 +122,7 @@ class Port:
                         else:
                             dispatch(item, self)
                     else:
-                        item.handle(self)
+                        item.handle(self)  # type: ignore[union-attr]
                 except Exception:  # a handler must never kill the drain; report and go on
                     logger.exception("aptrt: error while handling %r", item)
                 except BaseException:  # KeyboardInterrupt, SystemExit: leave the inbox usable, then let it fly
@@ -127,12 +151,17 @@ class Port:
 
     # -- caller side (loop thread, inside a task) ------------------------------------------------------
 
-    async def wait(self, call: Call, submit: Callable[[Call], None]) -> None:
-        """Queue *call* with *submit* (which raises if the target refuses it) and wait for the reply.
+    async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
+        """Queue *call* with *submit* (which raises if the target refuses it), wait for the reply, and
+        return the result (or raise the callee's error).
 
         On cancellation the call is abandoned (its scope in the callee is cancelled, a late reply is
         dropped) and the cancellation propagates in the caller's own loop.
         """
+        raise NotImplementedError
+
+    def caller_deadline(self) -> float:
+        """The running task's effective anyio deadline, on the monotonic clock (``INF`` when none)."""
         raise NotImplementedError
 
 
@@ -143,6 +172,7 @@ class AsyncioPort(Port):
         super().__init__(host)
         self.loop = loop
         self._ring_threadsafe = loop.call_soon_threadsafe
+        self._create_future = loop.create_future
         # call_soon_threadsafe would run the drain in a copy of the *producer's* context, leaking its
         # context variables (sniffio's "current async library" among them) into this loop's tasks
         self._context = contextvars.copy_context()
@@ -155,8 +185,8 @@ class AsyncioPort(Port):
         if not fut.done():
             fut.set_result(None)
 
-    async def wait(self, call: Call, submit: Callable[[Call], None]) -> None:
-        fut = self.loop.create_future()
+    async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
+        fut = self._create_future()
         call.waiter = fut
         call.reply_port = self
         submit(call)
@@ -165,6 +195,30 @@ class AsyncioPort(Port):
         except BaseException:
             call.abandon()
             raise
+        return call.result()
+
+    def caller_deadline(self) -> float:
+        if _task_states_get is None:  # anyio's internals changed: use the public, slower API
+            return _anyio_deadline()
+        task = _current_task(self.loop)
+        state = _task_states_get(_weakref(task)) if task is not None else None
+        if state is None:
+            return INF
+        # anyio's own effective-deadline walk (AsyncIOBackend.current_effective_deadline), minus the
+        # backend lookup and WeakKeyDictionary wrapper; it runs on every call
+        scope = state.cancel_scope
+        deadline = INF
+        while scope is not None:
+            deadline = min(deadline, scope._deadline)
+            if scope._cancel_called:
+                deadline = -INF
+                break
+            if scope._shield:
+                break
+            scope = scope._parent_scope
+        if deadline == INF:
+            return INF
+        return time.monotonic() + (deadline - self.loop.time())
 
 
 class TrioPort(Port):
@@ -181,7 +235,7 @@ class TrioPort(Port):
         if not call.abandoned:
             trio.lowlevel.reschedule(call.waiter)
 
-    async def wait(self, call: Call, submit: Callable[[Call], None]) -> None:
+    async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
         call.waiter = trio.lowlevel.current_task()
         call.reply_port = self
         submit(call)
@@ -191,6 +245,13 @@ class TrioPort(Port):
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+        return call.result()
+
+    def caller_deadline(self) -> float:
+        deadline = trio.current_effective_deadline()
+        if deadline == INF:
+            return INF
+        return time.monotonic() + (deadline - trio.current_time())
 
 
 def make_port(host: LoopHost) -> Port:

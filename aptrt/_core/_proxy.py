@@ -6,10 +6,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
+from ._call import Call, new_causality
 from ._exceptions import InvalidArgumentError, NoInterfaceError, WrongThreadError
 from ._interface import Interface, class_info, is_com_object, resolve_interface
 from ._invoke import invoke, invoke_blocking, new_call
-from ._threadstate import tls
+from ._marshal import is_plain, marshal_args, marshal_kwargs
+from ._threadstate import current_call_var, tls
 
 if TYPE_CHECKING:
     from ._apartment import Apartment
@@ -38,6 +40,11 @@ class Proxy(Generic[I]):
 
     def __init__(self) -> None:
         raise TypeError("proxies are made by aptrt (marshaling, create, query_interface), not constructed")
+
+    if TYPE_CHECKING:
+        # Interface methods are generated per interface (see _proxy_class); to a type checker each is a
+        # coroutine function. `aptrt.as_interface(proxy)` gives back the interface's own signatures.
+        def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]: ...
 
     # -- identity --------------------------------------------------------------------------------------
 
@@ -118,9 +125,35 @@ def _check(proxy: Proxy[Any]) -> tuple[Apartment, Stub]:
 
 def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
     async def method(self: Proxy[Any], *args: Any, **kwargs: Any) -> Any:
-        apartment, stub = _check(self)
-        call = new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment)
-        return await invoke(stub.apartment, call)
+        # The hot path of every cross-apartment call: checks, envelope and wait, inlined.
+        state = tls
+        apartment = self._apartment
+        current = state.apartment
+        if (current is not apartment and not (current is None and apartment.accepts_plain_threads)) or (
+            self._released or self._stub.disconnected
+        ):
+            _check(self)  # raises the right error
+        stub = self._stub
+        target = stub.apartment
+        if args and not is_plain(args):
+            args = marshal_args(args, apartment, target)
+        parent = state.call or current_call_var.get()
+        port = state.port
+        if port is None:  # a loop aptrt does not serve (an implicit-MTA thread's own loop)
+            call = new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment)
+            return await invoke(target, call)
+        call = Call(
+            None,
+            name,
+            args,
+            marshal_kwargs(kwargs, apartment, target) if kwargs else None,
+            stub,
+            stub.info.is_async[name],
+            port.caller_deadline(),
+            parent.causality if parent is not None else new_causality(),
+            apartment,
+        )
+        return await port.call(call, target.submit)
 
     method.__name__ = method.__qualname__ = name
     return method
@@ -157,7 +190,7 @@ def make_proxy(stub: Stub, apartment: Apartment, interface: type[I]) -> Proxy[I]
 
 
 @overload
-def query_interface(obj: Proxy[Any], interface: type[J]) -> Proxy[J]: ...
+def query_interface(obj: Proxy[Any], interface: type[J]) -> Proxy[J]: ...  # type: ignore[overload-overlap]
 @overload
 def query_interface(obj: object, interface: type[J]) -> J: ...
 @overload

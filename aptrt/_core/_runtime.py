@@ -7,7 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
-
+from typing import Self
 
 import anyio
 import sniffio
@@ -76,7 +76,7 @@ class Runtime:
 
     # -- async entry: the current loop becomes the main STA --------------------------------------------
 
-    async def __aenter__(self) -> Runtime:
+    async def __aenter__(self) -> Self:
         self._open()
         backend = sniffio.current_async_library()
         tg = anyio.create_task_group()
@@ -115,7 +115,7 @@ class Runtime:
 
     # -- sync entry: a plain program -------------------------------------------------------------------
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         self._open()
         return self
 
