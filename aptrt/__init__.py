@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._core._activation import CallableFactory as CallableFactory
 from ._core._apartment import Apartment as Apartment
 from ._core._apartment import ApartmentKind as ApartmentKind
 from ._core._apartment import ApartmentStatistics as ApartmentStatistics
@@ -13,6 +14,7 @@ from ._core._exceptions import CallRejectedError as CallRejectedError
 from ._core._exceptions import ChangedModeError as ChangedModeError
 from ._core._exceptions import ClassNotRegisteredError as ClassNotRegisteredError
 from ._core._exceptions import COMError as COMError
+from ._core._exceptions import DeadlineExceededError as DeadlineExceededError
 from ._core._exceptions import DisconnectedError as DisconnectedError
 from ._core._exceptions import DisconnectReason as DisconnectReason
 from ._core._exceptions import InvalidArgumentError as InvalidArgumentError
@@ -24,18 +26,39 @@ from ._core._exceptions import RetryLaterError as RetryLaterError
 from ._core._exceptions import RPCTimeoutError as RPCTimeoutError
 from ._core._exceptions import WouldDeadlockError as WouldDeadlockError
 from ._core._exceptions import WrongThreadError as WrongThreadError
+from ._core._factory import CLSCTX as CLSCTX
+from ._core._factory import REGCLS as REGCLS
+from ._core._factory import ClassFactory as ClassFactory
+from ._core._factory import IClassFactory as IClassFactory
+from ._core._factory import ServerModule as ServerModule
+from ._core._factory import can_unload_now as can_unload_now
+from ._core._factory import server_module as server_module
 from ._core._guarded import Guarded as Guarded
 from ._core._guarded import guarded as guarded
 from ._core._hresult import HRESULT as HRESULT
 from ._core._interface import IID_IUnknown as IID_IUnknown
 from ._core._interface import Interface as Interface
 from ._core._marshal import by_reference as by_reference
+from ._core._marshaling import MSHLFLAGS as MSHLFLAGS
+from ._core._marshaling import Agile as Agile
+from ._core._marshaling import AgileReference as AgileReference
+from ._core._marshaling import GlobalInterfaceTable as GlobalInterfaceTable
+from ._core._marshaling import MarshalData as MarshalData
+from ._core._marshaling import marshal_interface as marshal_interface
+from ._core._marshaling import release_marshal_data as release_marshal_data
+from ._core._marshaling import unmarshal_interface as unmarshal_interface
 from ._core._mta import MTA as MTA
+from ._core._neutral import NeutralApartment as NeutralApartment
 from ._core._proxy import BlockingProxy as BlockingProxy
 from ._core._proxy import Proxy as Proxy
 from ._core._proxy import as_interface as as_interface
 from ._core._proxy import blocking as blocking
 from ._core._proxy import query_interface as query_interface
+from ._core._registry import ClassRegistration as ClassRegistration
+from ._core._registry import ClassRegistry as ClassRegistry
+from ._core._registry import ThreadingModel as ThreadingModel
+from ._core._registry import coclass as coclass
+from ._core._registry import registry as registry
 from ._core._runtime import Runtime as Runtime
 from ._core._runtime import current_apartment as current_apartment
 from ._core._runtime import current_runtime as current_runtime
@@ -44,9 +67,14 @@ from ._core._sta import STA as STA
 __version__ = "0.1.0"
 
 __all__ = (
+    "CLSCTX",
     "HRESULT",
+    "MSHLFLAGS",
     "MTA",
+    "REGCLS",
     "STA",
+    "Agile",
+    "AgileReference",
     "Apartment",
     "ApartmentClosedError",
     "ApartmentKind",
@@ -55,14 +83,23 @@ __all__ = (
     "COMError",
     "CallCancelledError",
     "CallRejectedError",
+    "CallableFactory",
     "ChangedModeError",
+    "ClassFactory",
     "ClassNotRegisteredError",
+    "ClassRegistration",
+    "ClassRegistry",
+    "DeadlineExceededError",
     "DisconnectReason",
     "DisconnectedError",
+    "GlobalInterfaceTable",
     "Guarded",
+    "IClassFactory",
     "IID_IUnknown",
     "Interface",
     "InvalidArgumentError",
+    "MarshalData",
+    "NeutralApartment",
     "NoInterfaceError",
     "NotInitializedError",
     "NotSupportedError",
@@ -71,17 +108,26 @@ __all__ = (
     "RPCTimeoutError",
     "RetryLaterError",
     "Runtime",
+    "ServerModule",
+    "ThreadingModel",
     "WouldDeadlockError",
     "WrongThreadError",
     "as_interface",
     "blocking",
     "by_reference",
+    "can_unload_now",
     "check_cancelled",
+    "coclass",
     "current_apartment",
     "current_causality",
     "current_runtime",
     "guarded",
+    "marshal_interface",
     "query_interface",
+    "registry",
+    "release_marshal_data",
+    "server_module",
+    "unmarshal_interface",
 )
 
 
@@ -97,4 +143,4 @@ def _fixup_module_metadata() -> None:
 
 
 _fixup_module_metadata()
-del _fixup_module_metadata
+del _fixup_module_metadata, annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, overload
@@ -66,11 +67,15 @@ class Apartment:
     kind: ApartmentKind
     #: plain threads (outside any apartment) count as members: true of the MTA only (COM's implicit MTA)
     accepts_plain_threads = False
+    #: every thread counts as a member: true of the neutral apartment only
+    accepts_any_thread = False
 
     def __init__(self, runtime: Runtime, name: str) -> None:
         self.runtime = runtime
         self.name = name
         self.exports = ExportTable(self)
+        #: proxies this apartment holds (weakly): released when it shuts down
+        self.imports: weakref.WeakSet[Proxy[Any]] = weakref.WeakSet()
         #: set once, when shutdown begins: new calls are refused from then on
         self.closing = False
 
@@ -85,8 +90,22 @@ class Apartment:
         raise NotImplementedError
 
     def release_later(self, stub: Stub) -> None:
-        """Give back a stub reference dropped by garbage collection (safe inside ``__del__``)."""
-        raise NotImplementedError
+        """Give back a stub reference dropped by garbage collection (safe inside ``__del__``: no lock is
+        taken here; the home apartment flushes it soon, and every statistics() call flushes first)."""
+        exports = self.exports
+        exports.release_later(stub)
+        if not exports.nudged and not self.closing:
+            exports.nudged = True
+            self._nudge()
+
+    def _release_imports(self) -> None:
+        """The apartment shuts down: give back every remote reference its proxies hold."""
+        for proxy in list(self.imports):
+            proxy.release()
+        self.runtime.class_objects.revoke_apartment(self)
+
+    def _nudge(self) -> None:
+        """Arrange for ``exports.flush_releases()`` to run soon in this apartment (must not block)."""
 
     def statistics(self) -> ApartmentStatistics:
         raise NotImplementedError
@@ -98,8 +117,11 @@ class Apartment:
 
     def is_current(self) -> bool:
         """True if the calling thread belongs to this apartment."""
-        current = tls.apartment
-        return current is self or (current is None and self.accepts_plain_threads)
+        return self.admits(tls.apartment)
+
+    def admits(self, current: Apartment | None) -> bool:
+        """True if a thread whose apartment is *current* may use this apartment's proxies."""
+        return current is self or self.accepts_any_thread or (current is None and self.accepts_plain_threads)
 
     def _caller(self) -> Apartment:
         """The apartment of the calling thread (a plain thread counts as the runtime's MTA)."""

@@ -23,7 +23,9 @@ class COMError(Exception):
     default_hresult: ClassVar[int] = HRESULT.E_FAIL
 
     def __init__(self, message: str | None = None, *, hresult: int | None = None) -> None:
-        self.hresult: int = int(self.default_hresult if hresult is None else hresult)
+        code = int(self.default_hresult if hresult is None else hresult)
+        # accept the unsigned spelling (0x80004005) and keep the signed value, as pywin32 does
+        self.hresult: int = code - (1 << 32) if 0x80000000 <= code <= 0xFFFFFFFF else code
         self.message = message or hresult_name(self.hresult)
         super().__init__(self.message)
 
@@ -177,6 +179,15 @@ class CallCancelledError(COMError):
     def __init__(self, message: str | None = None, *, reason: str = "", hresult: int | None = None) -> None:
         self.reason = reason
         super().__init__(message or (f"call cancelled: {reason}" if reason else None), hresult=hresult)
+
+
+class DeadlineExceededError(TimeoutError):
+    """The caller's deadline passed before the callee finished (or before it started).
+
+    The caller rarely sees it: the caller's own cancel scope, whose deadline it is, takes over and
+    cancels (``move_on_after``) or raises :class:`TimeoutError` (``fail_after``) as usual. Blocking callers
+    with a ``timeout`` see it directly.
+    """
 
 
 class RPCTimeoutError(COMError, TimeoutError):

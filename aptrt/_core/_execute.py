@@ -14,6 +14,7 @@ from ._call import INF, RUNNING, Call
 from ._exceptions import (
     ApartmentClosedError,
     CallCancelledError,
+    DeadlineExceededError,
     DisconnectedError,
     DisconnectReason,
 )
@@ -52,7 +53,7 @@ def admit(call: Call, counters: Counters) -> Any:
         return None  # nobody waits for the reply
     if call.deadline != INF and time.monotonic() >= call.deadline:
         counters.expired += 1
-        call.fail(TimeoutError(f"the deadline of {call.name!r} passed while it was queued"))
+        call.fail(DeadlineExceededError(f"the deadline of {call.name!r} passed while it was queued"))
         return None
     fn = call.fn
     if fn is None:
@@ -79,7 +80,10 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
         call.value = result
         counters.completed += 1
     except BaseException as exc:
-        counters.failed += 1
+        if call.abandoned and isinstance(exc, CallCancelledError):
+            counters.cancelled += 1  # it stopped at check_cancelled() because its caller gave up
+        else:
+            counters.failed += 1
         call.error = _translate(exc, apartment, call)
         if not isinstance(exc, Exception):
             call.deliver()
@@ -111,13 +115,15 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
                 call.error = CallCancelledError(reason="the caller cancelled the call")
             else:
                 counters.expired += 1
-                call.error = TimeoutError(f"{call.name!r} ran past its caller's deadline")
+                call.error = DeadlineExceededError(f"{call.name!r} ran past its caller's deadline")
         else:
             counters.completed += 1
     except BaseException as exc:
         counters.failed += 1
         call.error = _translate(exc, apartment, call)
-        if not isinstance(exc, Exception):
+        # A cancellation from outside the call's scope is the loop shutting down: let it through. Any
+        # other (a cancelled task the callee awaited, say) is the callee's failure, not the loop's.
+        if not isinstance(exc, Exception) and (apartment.closing or not _is_cancellation(exc)):
             call.deliver()
             raise
     finally:
@@ -126,9 +132,13 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
     call.deliver()
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    return isinstance(exc, (asyncio.CancelledError, trio.Cancelled))
+
+
 def _translate(exc: BaseException, apartment: Apartment, call: Call) -> BaseException:
     """What the caller must see for *exc*: never a raw cancellation of another loop."""
-    if isinstance(exc, (asyncio.CancelledError, trio.Cancelled)):
+    if _is_cancellation(exc):
         if apartment.closing:
             return DisconnectedError(
                 f"apartment {apartment.name!r} shut down while {call.name!r} was running",

@@ -106,12 +106,15 @@ async def _await_from_foreign_loop(call: Call, submit: Callable[[Call], None]) -
     return call.result()
 
 
+def refuse_on_loop(what: str) -> None:
+    """Raise :class:`WrongThreadError` on a thread that runs an event loop aptrt serves."""
+    if tls.port is not None:
+        raise WrongThreadError(f"blocking call {what!r} from an event loop thread would stall the loop; await it")
+
+
 def invoke_blocking(target: Apartment, call: Call, timeout: float | None) -> Any:
     """Send *call* to *target* and block this thread until the reply (plain threads, MTA workers)."""
-    if tls.port is not None:
-        raise WrongThreadError(
-            f"blocking call to {call.name!r} from an event loop thread would stall the loop; await it instead"
-        )
+    refuse_on_loop(call.name)
     if timeout is not None and (math.isnan(timeout) or timeout < 0):
         raise ValueError(f"timeout must be a non-negative number of seconds or None, not {timeout!r}")
     lock = _thread.allocate_lock()

@@ -7,6 +7,7 @@ backend, or adopts the loop already running on the current thread (the main STA)
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -57,16 +58,16 @@ class StopRequest(Message):
             host._stop.set()
 
 
-class ReleaseRequest(Message):
-    """Give back a proxy's stub reference that garbage collection dropped (see ``Proxy.__del__``)."""
+class FlushReleases(Message):
+    """Give back the stub references that garbage collection dropped (see ``Proxy.__del__``)."""
 
-    __slots__ = ("stub",)
+    __slots__ = ("apartment",)
 
-    def __init__(self, stub: Any) -> None:
-        self.stub = stub
+    def __init__(self, apartment: Apartment) -> None:
+        self.apartment = apartment
 
     def handle(self, port: Port | None) -> None:
-        self.stub.release()
+        self.apartment.exports.flush_releases()
 
 
 class LoopHost:
@@ -83,7 +84,9 @@ class LoopHost:
         # guarded by _lock: whether the thread has finished, and who waits for that
         self._lock = threading.Lock()
         self._finished = False
+        self._ready = False
         self._stop_waiters: list[Call] = []
+        self._ready_waiters: list[Call] = []
 
     def __repr__(self) -> str:
         return f"<LoopHost {self.apartment.name!r} ({self.backend})>"
@@ -104,6 +107,11 @@ class LoopHost:
             self._tg.start_soon(run_task, call, fn, self.apartment, self.counters, port)
         else:
             run_inline(call, fn, self.apartment, self.counters)
+
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Start *fn* as a task of this loop (loop thread only)."""
+        assert self._tg is not None
+        self._tg.start_soon(fn, *args)
 
     # -- owning a thread -------------------------------------------------------------------------------
 
@@ -129,6 +137,8 @@ class LoopHost:
             with self._lock:
                 self._finished = True
                 waiters, self._stop_waiters = self._stop_waiters, []
+                waiters += self._ready_waiters
+                self._ready_waiters = []
             for waiter in waiters:
                 waiter.deliver()
 
@@ -141,6 +151,7 @@ class LoopHost:
                 self._tg = tg
                 self._stop = anyio.Event()
                 ready.deliver()
+                self._mark_ready()
                 await self._stop.wait()
                 port.closing = True
                 tg.cancel_scope.cancel()
@@ -152,6 +163,21 @@ class LoopHost:
     def _shutdown_port(self, port: Port) -> None:
         apartment = self.apartment
         port.close_and_sweep(lambda call: call.fail(closed_error(apartment, call)))
+
+    def _mark_ready(self) -> None:
+        with self._lock:
+            self._ready = True
+            waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.deliver()
+
+    def when_ready(self, waiter: Call) -> None:
+        """Answer *waiter* once the loop serves (at once if it already does, or if it has finished)."""
+        with self._lock:
+            if not (self._ready or self._finished):
+                self._ready_waiters.append(waiter)
+                return
+        waiter.deliver()
 
     def request_stop(self, waiter: Call | None) -> None:
         """Ask the loop to stop (any thread); *waiter* is answered once the thread has finished."""

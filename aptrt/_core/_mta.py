@@ -19,9 +19,8 @@ from ._apartment import Apartment, ApartmentKind, ApartmentStatistics
 from ._call import INF, REPLY, Call
 from ._exceptions import ApartmentClosedError, DisconnectReason
 from ._execute import Counters, admit, closed_error, run_inline
-from ._invoke import await_call, block_on_call
-from ._loophost import LoopHost, ReleaseRequest
-from ._stub import Stub
+from ._invoke import await_call, block_on_call, refuse_on_loop
+from ._loophost import FlushReleases, LoopHost
 from ._threadstate import tls
 
 if TYPE_CHECKING:
@@ -73,17 +72,18 @@ class MTA(Apartment):
             if not port.post(call):
                 raise ApartmentClosedError("the MTA's loop has stopped", reason=DisconnectReason.SERVER_SHUTDOWN)
             return
-        self._queue.put(call)
-        if self._idle <= 0:  # a racy read; the worst case is one extra worker, never a missing one
+        queue = self._queue
+        queue.put(call)
+        # more work queued than idle workers to take it: start one (a racy read; the lock re-checks)
+        if queue.qsize() > self._idle:
             self._maybe_spawn()
 
-    def release_later(self, stub: Stub) -> None:
-        if not self.closing:
-            self._queue.put(ReleaseRequest(stub))  # SimpleQueue.put is reentrant: safe from __del__
-            if self._idle <= 0:
-                self._maybe_spawn()
+    def _nudge(self) -> None:
+        self._queue.put(FlushReleases(self))  # SimpleQueue.put is reentrant: safe from __del__
+        # no worker is spawned from here (that takes a lock): an idle worker or the next call flushes
 
     def statistics(self) -> ApartmentStatistics:
+        self.exports.flush_releases()
         with self._lock:
             counters = list(self._counters)
             if self._loop is not None:
@@ -103,7 +103,7 @@ class MTA(Apartment):
 
     def _maybe_spawn(self) -> None:
         with self._lock:
-            if self.closing or len(self._workers) >= self.max_workers or self._idle > 0:
+            if self.closing or len(self._workers) >= self.max_workers or self._idle >= self._queue.qsize():
                 return
             counters = Counters()
             thread = threading.Thread(
@@ -183,6 +183,8 @@ class MTA(Apartment):
                 self._finish()
 
     def close_blocking(self) -> None:
+        """The blocking twin of :meth:`aclose`, for plain threads."""
+        refuse_on_loop("close_blocking")
         if not self._closed.is_set():
             block_on_call(self._stop_call(), self._request_stop)
             self._finish()
@@ -230,5 +232,6 @@ class MTA(Apartment):
                 break
             if type(item) is Call and item.phase != REPLY:
                 item.fail(closed_error(self, item))
+        self._release_imports()
         self.exports.close(DisconnectReason.SERVER_SHUTDOWN)
         self._closed.set()

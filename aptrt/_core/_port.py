@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from ._call import INF, REPLY, RUNNING, Call
+from ._exceptions import DeadlineExceededError
 
 if TYPE_CHECKING:
     from ._loophost import LoopHost
@@ -195,6 +196,8 @@ class AsyncioPort(Port):
         except BaseException:
             call.abandon()
             raise
+        if type(call.error) is DeadlineExceededError:
+            await _defer_to_own_deadline(self)
         return call.result()
 
     def caller_deadline(self) -> float:
@@ -245,6 +248,8 @@ class TrioPort(Port):
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+        if type(call.error) is DeadlineExceededError:
+            await _defer_to_own_deadline(self)
         return call.result()
 
     def caller_deadline(self) -> float:
@@ -252,6 +257,19 @@ class TrioPort(Port):
         if deadline == INF:
             return INF
         return time.monotonic() + (deadline - trio.current_time())
+
+
+async def _defer_to_own_deadline(port: Port) -> None:
+    """The callee stopped at the caller's deadline, possibly a hair before the caller's clock says so.
+    Wait for the caller's own scope to fire, so ``move_on_after`` stays quiet and ``fail_after`` raises
+    as it always does; only a caller with no deadline left gets the callee's TimeoutError."""
+    import anyio
+
+    deadline = port.caller_deadline()
+    if deadline == INF:
+        return
+    with anyio.move_on_after(max(0.0, deadline - time.monotonic()) + 1.0):
+        await anyio.sleep_forever()
 
 
 def make_port(host: LoopHost) -> Port:

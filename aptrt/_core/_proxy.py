@@ -7,7 +7,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from ._call import Call, new_causality
-from ._exceptions import InvalidArgumentError, NoInterfaceError, WrongThreadError
+from ._exceptions import (
+    DisconnectedError,
+    DisconnectReason,
+    InvalidArgumentError,
+    NoInterfaceError,
+    WrongThreadError,
+)
 from ._interface import Interface, class_info, is_com_object, resolve_interface
 from ._invoke import invoke, invoke_blocking, new_call
 from ._marshal import is_plain, marshal_args, marshal_kwargs
@@ -109,11 +115,15 @@ class Proxy(Generic[I]):
 def _check(proxy: Proxy[Any]) -> tuple[Apartment, Stub]:
     apartment = proxy._apartment
     current = tls.apartment
-    if current is not apartment and not (current is None and apartment.accepts_plain_threads):
+    if current is not apartment and not apartment.admits(current):
         raise WrongThreadError(
             f"{proxy!r} belongs to apartment {apartment.name!r} but is used from "
             f"{'a thread outside any apartment' if current is None else repr(current.name)}; "
             "marshal it (pass it as an argument, or use aptrt.AgileReference) instead"
+        )
+    if apartment.closing:
+        raise DisconnectedError(
+            f"{proxy!r} belongs to apartment {apartment.name!r}, which shut down", reason=DisconnectReason.CLIENT_SHUTDOWN
         )
     if proxy._released:
         raise InvalidArgumentError(f"{proxy!r} was released")
@@ -129,7 +139,7 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
         state = tls
         apartment = self._apartment
         current = state.apartment
-        if (current is not apartment and not (current is None and apartment.accepts_plain_threads)) or (
+        if (current is not apartment and not apartment.admits(current)) or (
             self._released or self._stub.disconnected
         ):
             _check(self)  # raises the right error
@@ -183,6 +193,7 @@ def make_proxy(stub: Stub, apartment: Apartment, interface: type[I]) -> Proxy[I]
     proxy._interface = interface
     stub.addref()
     proxy._released = False
+    apartment.imports.add(proxy)
     return proxy
 
 

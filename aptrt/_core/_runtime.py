@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import itertools
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import sniffio
 from anyio.abc import TaskGroup
 
+from . import _activation
 from ._apartment import Apartment
 from ._exceptions import ChangedModeError, NotInitializedError
+from ._factory import CLSCTX, REGCLS, ClassObjectTable
+from ._interface import Interface
+from ._invoke import refuse_on_loop
 from ._loophost import backend_args
+from ._marshaling import GlobalInterfaceTable
 from ._mta import MTA
+from ._neutral import NeutralApartment
+from ._registry import registry
 from ._sta import STA
 from ._threadstate import tls
+
+I = TypeVar("I", bound=Interface)
 
 # guarded by _active_lock: the runtimes that are open, oldest first
 _active_lock = threading.Lock()
@@ -42,7 +52,14 @@ class Runtime:
         self.backend = backend
         self._mta_workers = mta_workers
         self._mta: MTA | None = None
+        self._neutral: NeutralApartment | None = None
         self._main: STA | None = None
+        #: host STAs started for Apartment-model (``"host"``) and legacy (``"main-host"``) classes
+        self._hosts: dict[str, STA] = {}
+        #: CoRegisterClassObject registrations
+        self.class_objects = ClassObjectTable()
+        #: the global interface table
+        self.git = GlobalInterfaceTable()
         self._tg: TaskGroup | None = None
         self._stas: dict[STA, None] = {}  # insertion-ordered set; guarded by _lock
         self._lock = threading.Lock()
@@ -62,6 +79,13 @@ class Runtime:
         return self._mta
 
     @property
+    def neutral(self) -> NeutralApartment:
+        """The neutral apartment (objects that run on their caller's thread)."""
+        if self._neutral is None:
+            raise NotInitializedError("the runtime is not open")
+        return self._neutral
+
+    @property
     def main_sta(self) -> STA | None:
         """The main STA (the loop that entered the runtime), or None for a runtime entered with ``with``."""
         return self._main
@@ -72,7 +96,8 @@ class Runtime:
         with self._lock:
             stas: list[Apartment] = list(self._stas)
         main: list[Apartment] = [self._main] if self._main is not None and not self._main.closed else []
-        return main + stas + ([self._mta] if self._mta is not None else [])
+        rest: list[Apartment] = [a for a in (self._mta, self._neutral) if a is not None and not a.closing]
+        return main + stas + rest
 
     # -- async entry: the current loop becomes the main STA --------------------------------------------
 
@@ -99,7 +124,13 @@ class Runtime:
             tg.cancel_scope.cancel()
         finally:
             try:
-                suppressed = await tg.__aexit__(exc_type, exc, tb)
+                try:
+                    suppressed = await tg.__aexit__(exc_type, exc, tb)
+                except BaseExceptionGroup as group:
+                    # the body's own exception, wrapped by the internal task group: give it back as it was
+                    if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                        raise exc from None
+                    raise
             finally:
                 main._close_adopted()
                 self._close_done()
@@ -112,6 +143,8 @@ class Runtime:
             for sta in stas:
                 tg.start_soon(sta.aclose)
         await self.mta.aclose()
+        self.neutral.close_now()
+        self.git.clear()
 
     # -- sync entry: a plain program -------------------------------------------------------------------
 
@@ -128,6 +161,8 @@ class Runtime:
             for sta in stas:
                 sta.close_blocking()
             self.mta.close_blocking()
+            self.neutral.close_now()
+            self.git.clear()
         finally:
             self._close_done()
 
@@ -149,7 +184,11 @@ class Runtime:
         return sta
 
     def start_sta_blocking(self, name: str | None = None, *, backend: str | None = None) -> STA:
-        """The blocking twin of :meth:`start_sta`, for plain threads."""
+        """The blocking twin of :meth:`start_sta`, for plain threads.
+
+        :raises WrongThreadError: called from an event loop (it would block it; await start_sta instead)
+        """
+        refuse_on_loop("start_sta_blocking")
         sta = self._new_sta(name, backend)
         try:
             sta._start_blocking()
@@ -167,19 +206,105 @@ class Runtime:
         finally:
             await sta.aclose()
 
-    def _new_sta(self, name: str | None, backend: str | None) -> STA:
+    def _new_sta(self, name: str | None, backend: str | None, *, lock: bool = True) -> STA:
         if self._state != "open":
             raise NotInitializedError("the runtime is not open")
         backend = backend or self.backend
         backend_args(backend)
         sta = STA(self, name or f"sta-{next(self._names)}", backend)
-        with self._lock:
+        if lock:
+            with self._lock:
+                self._stas[sta] = None
+        else:
             self._stas[sta] = None
         return sta
 
     def _forget(self, sta: STA) -> None:
         with self._lock:
             self._stas.pop(sta, None)
+
+    # -- activation ------------------------------------------------------------------------------------
+
+    def _caller_apartment(self) -> Apartment:
+        current = tls.apartment
+        return current if current is not None else self.mta
+
+    async def create_instance(
+        self,
+        clsid: uuid.UUID | str | type,
+        interface: type[I] | None = None,
+        *,
+        context: CLSCTX = CLSCTX.ALL,
+    ) -> Any:
+        """CoCreateInstance: create an object of a registered class (by CLSID, ProgID or class) where its
+        threading model says, and return it for the caller's apartment: the object itself when it lives
+        here, else a proxy for *interface* (default: the class's first interface).
+
+        :raises ClassNotRegisteredError: no such class (``REGDB_E_CLASSNOTREG``)
+        :raises NoInterfaceError: the object does not implement *interface*
+        """
+        return await _activation.create_instance(self, clsid, interface, context)
+
+    def create_instance_blocking(
+        self, clsid: uuid.UUID | str | type, interface: type[I] | None = None, *, context: CLSCTX = CLSCTX.ALL
+    ) -> Any:
+        """The blocking twin of :meth:`create_instance`, for plain threads."""
+        return _activation.create_instance_blocking(self, clsid, interface, context)
+
+    async def get_class_object(self, clsid: uuid.UUID | str | type, *, context: CLSCTX = CLSCTX.ALL) -> Any:
+        """CoGetClassObject: the class object (an ``IClassFactory``) for a class, for the caller's apartment."""
+        return await _activation.get_class_object(self, clsid, context)
+
+    def register_class_object(
+        self,
+        clsid: uuid.UUID | str | type,
+        factory: Any,
+        *,
+        context: CLSCTX = CLSCTX.INPROC_SERVER,
+        flags: REGCLS = REGCLS.MULTIPLEUSE,
+    ) -> int:
+        """CoRegisterClassObject: make *factory* (an ``IClassFactory`` object, or a callable) the class
+        object of *clsid* for the current apartment (in-process) or every apartment (``LOCAL_SERVER``).
+        Objects it makes live in this apartment. Returns the cookie for :meth:`revoke_class_object`."""
+        from ._context import current_context
+
+        apartment = self._caller_apartment()
+        clsid = registry.resolve(clsid) if not isinstance(clsid, uuid.UUID) else clsid
+        return self.class_objects.register(
+            clsid, _activation.as_class_object(factory), apartment, context, flags, current_context()
+        )
+
+    def revoke_class_object(self, cookie: int) -> None:
+        """CoRevokeClassObject (from the apartment that registered it)."""
+        self.class_objects.revoke(cookie, self._caller_apartment())
+
+    def resume_class_objects(self) -> None:
+        """CoResumeClassObjects: registrations made with ``REGCLS.SUSPENDED`` become visible."""
+        self.class_objects.resume()
+
+    async def _host_sta(self, role: str) -> STA:
+        host = self._hosts.get(role)
+        if host is None:
+            with self._lock:
+                host = self._hosts.get(role)
+                if host is None:
+                    host = self._hosts[role] = self._new_sta(role, None, lock=False)
+                    starting = True
+                else:
+                    starting = False
+            if starting:
+                await host._start()
+        await host._started_event()
+        return host
+
+    def _host_sta_blocking(self, role: str) -> STA:
+        with self._lock:
+            host = self._hosts.get(role)
+            if host is None:
+                host = self._hosts[role] = self._new_sta(role, None, lock=False)
+                host._start_blocking()
+        host._wait_started()
+        return host
 
     # -- bookkeeping -----------------------------------------------------------------------------------
 
@@ -189,6 +314,7 @@ class Runtime:
         if tls.apartment is not None:
             raise ChangedModeError(f"this thread already belongs to apartment {tls.apartment.name!r}")
         self._mta = MTA(self, max_workers=self._mta_workers, backend=self.backend)
+        self._neutral = NeutralApartment(self)
         self._state = "open"
         with _active_lock:
             _active.append(self)

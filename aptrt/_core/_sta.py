@@ -11,9 +11,8 @@ from anyio.abc import TaskGroup
 from ._apartment import Apartment, ApartmentKind, ApartmentStatistics
 from ._call import INF, Call
 from ._exceptions import ApartmentClosedError, DisconnectReason, WouldDeadlockError
-from ._invoke import await_call, block_on_call
-from ._loophost import LoopHost, ReleaseRequest
-from ._stub import Stub
+from ._invoke import await_call, block_on_call, refuse_on_loop
+from ._loophost import FlushReleases, LoopHost
 from ._threadstate import tls
 
 if TYPE_CHECKING:
@@ -54,12 +53,13 @@ class STA(Apartment):
                 reason=DisconnectReason.SERVER_SHUTDOWN,
             )
 
-    def release_later(self, stub: Stub) -> None:
+    def _nudge(self) -> None:
         port = self._host.port
         if port is not None:
-            port.post(ReleaseRequest(stub))
+            port.post(FlushReleases(self))
 
     def statistics(self) -> ApartmentStatistics:
+        self.exports.flush_releases()
         port = self._host.port
         return self._stats(port.queued_requests() if port is not None else 0, [self._host.counters])
 
@@ -74,6 +74,14 @@ class STA(Apartment):
 
     def _start_blocking(self) -> None:
         block_on_call(self._start_call(), lambda ready: self._host.start_thread(f"aptrt-sta-{self.name}", ready))
+
+    async def _started_event(self) -> None:
+        """Wait until the STA serves (another task may be starting it)."""
+        with anyio.CancelScope(shield=True):
+            await await_call(self._start_call(), self._host.when_ready)
+
+    def _wait_started(self) -> None:
+        block_on_call(self._start_call(), self._host.when_ready)
 
     async def _adopt(self, tg: TaskGroup) -> None:
         await self._host.adopt(tg)
@@ -100,7 +108,11 @@ class STA(Apartment):
                 self._finish_close()
 
     def close_blocking(self) -> None:
-        """The blocking twin of :meth:`aclose`, for plain threads."""
+        """The blocking twin of :meth:`aclose`, for plain threads.
+
+        :raises WrongThreadError: called from an event loop (it would block it; await aclose instead)
+        """
+        refuse_on_loop("close_blocking")
         self._begin_close()
         if not self._closed.is_set():
             block_on_call(self._stop_call(), self._host.request_stop)
@@ -111,6 +123,7 @@ class STA(Apartment):
 
     def _finish_close(self) -> None:
         self._host.join()
+        self._release_imports()
         self.exports.close(DisconnectReason.SERVER_SHUTDOWN)
         self._closed.set()
         self.runtime._forget(self)
@@ -119,6 +132,7 @@ class STA(Apartment):
         """Main STA: stop serving the runtime's loop (on its thread, as the runtime exits)."""
         self.closing = True
         self._host.abandon_adopted()
+        self._release_imports()
         self.exports.close(DisconnectReason.SERVER_SHUTDOWN)
         self._closed.set()
         tls.apartment = None

@@ -12,6 +12,7 @@ Threads: ``refs`` and ``ExportTable._stubs`` are guarded by ``ExportTable._lock`
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import DisconnectedError, DisconnectReason
@@ -78,9 +79,15 @@ class ExportTable:
         self._stubs: dict[int, Stub] = {}
         #: set once, when the apartment shuts down: nothing more is exported
         self._closed = False
+        #: references dropped by garbage collection, given back by the next flush (deque: safe in __del__)
+        self._pending: deque[Stub] = deque()
+        #: a flush has been requested and not run yet (a hint: a lost nudge only delays the flush)
+        self.nudged = False
 
     def export(self, obj: Any) -> Stub:
         """The stub of *obj*, made on first export (any thread of the home apartment)."""
+        if self._pending:
+            self.flush_releases()
         key = id(obj)
         with self._lock:
             stub = self._stubs.get(key)
@@ -91,6 +98,21 @@ class ExportTable:
                     )
                 stub = self._stubs[key] = Stub(obj, self.apartment, self)
             return stub
+
+    def release_later(self, stub: Stub) -> None:
+        """Queue the release of one reference (from a finalizer: takes no lock)."""
+        self._pending.append(stub)
+
+    def flush_releases(self) -> None:
+        """Give back every reference queued by :meth:`release_later` (any thread, not a finalizer)."""
+        self.nudged = False
+        pending = self._pending
+        while pending:
+            try:
+                stub = pending.popleft()
+            except IndexError:
+                break
+            stub.release()
 
     def lookup(self, obj: Any) -> Stub | None:
         stub = self._stubs.get(id(obj))
@@ -115,3 +137,7 @@ class ExportTable:
 
     def __len__(self) -> int:
         return len(self._stubs)
+
+    def stubs(self) -> list[Stub]:
+        with self._lock:
+            return list(self._stubs.values())

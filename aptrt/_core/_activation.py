@@ -1,0 +1,147 @@
+"""Activation: CoCreateInstance / CoGetClassObject, placing objects by their threading model.
+
+| threading model | caller in an STA             | caller in the MTA                 |
+|-----------------|------------------------------|-----------------------------------|
+| none (legacy)   | main STA                     | main STA (proxy)                  |
+| Apartment       | caller's STA (direct)        | a host STA the runtime starts     |
+| Free            | the MTA (proxy)              | the MTA (direct)                  |
+| Both            | caller's apartment (direct)  | caller's apartment (direct)       |
+| Neutral         | the neutral apartment (light proxy, caller's thread) | same      |
+
+When there is no main STA (a runtime entered with ``with``), legacy classes go to a host STA that plays
+the main STA's part, as COM does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._apartment import Apartment, ApartmentKind, _narrow
+from ._exceptions import ClassNotRegisteredError
+from ._factory import CLSCTX, ClassFactory, ClassObjectEntry, IClassFactory
+from ._interface import Interface, is_com_object
+from ._marshal import by_reference
+from ._registry import ClassRegistration, ThreadingModel, registry
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+STA_KINDS = (ApartmentKind.STA, ApartmentKind.MAIN_STA)
+
+
+def placement(rt: Runtime, model: ThreadingModel, caller: Apartment) -> Apartment | str:
+    """Where an object of *model* created by *caller* lives: an apartment, or the name of a host STA
+    the runtime must start (``"main-host"`` or ``"host"``)."""
+    in_sta = caller.kind in STA_KINDS
+    if model is ThreadingModel.NONE:
+        return rt.main_sta if rt.main_sta is not None else "main-host"
+    if model is ThreadingModel.APARTMENT:
+        return caller if in_sta else "host"
+    if model is ThreadingModel.FREE:
+        return rt.mta
+    if model is ThreadingModel.BOTH:
+        return caller
+    return rt.neutral
+
+
+def registration_of(what: uuid.UUID | str | type) -> ClassRegistration:
+    """The registration of *what*; an unregistered class passed directly counts as ``Apartment``."""
+    try:
+        return registry.lookup(what)
+    except ClassNotRegisteredError:
+        if isinstance(what, type) and getattr(what, "__clsid__", None) is None:
+            model = getattr(what, "__threading_model__", ThreadingModel.APARTMENT)
+            return ClassRegistration(uuid.UUID(int=0), what, model)
+        raise
+
+
+def find_class_object(rt: Runtime, clsid: uuid.UUID, caller: Apartment, context: CLSCTX) -> ClassObjectEntry | None:
+    if clsid.int == 0:
+        return None
+    return rt.class_objects.find(clsid, caller, context)
+
+
+async def create_instance(
+    rt: Runtime, what: uuid.UUID | str | type, interface: type[Interface] | None, context: CLSCTX
+) -> Any:
+    caller = rt._caller_apartment()
+    registration = registration_of(what)
+    entry = find_class_object(rt, registration.clsid, caller, context)
+    if entry is not None:
+        # the class object lives in its apartment: hand it over as it is, not marshaled
+        result = await entry.apartment.run_sync(_create_with, by_reference(entry.factory), interface)
+    else:
+        target = placement(rt, registration.threading_model, caller)
+        if isinstance(target, str):
+            target = await rt._host_sta(target)
+        result = await target.run_sync(_create_registered, registration, interface)
+    return _narrow(result, interface)
+
+
+def create_instance_blocking(
+    rt: Runtime, what: uuid.UUID | str | type, interface: type[Interface] | None, context: CLSCTX
+) -> Any:
+    caller = rt._caller_apartment()
+    registration = registration_of(what)
+    entry = find_class_object(rt, registration.clsid, caller, context)
+    if entry is not None:
+        result = entry.apartment.run_sync_blocking(_create_with, by_reference(entry.factory), interface)
+    else:
+        target = placement(rt, registration.threading_model, caller)
+        if isinstance(target, str):
+            target = rt._host_sta_blocking(target)
+        result = target.run_sync_blocking(_create_registered, registration, interface)
+    return _narrow(result, interface)
+
+
+async def get_class_object(rt: Runtime, what: uuid.UUID | str | type, context: CLSCTX) -> Any:
+    """The class object for *what*, as the caller's apartment sees it (a proxy or the object)."""
+    caller = rt._caller_apartment()
+    registration = registration_of(what)
+    entry = find_class_object(rt, registration.clsid, caller, context)
+    if entry is not None:
+        return await entry.apartment.run_sync(_identity, by_reference(entry.factory))
+    target = placement(rt, registration.threading_model, caller)
+    if isinstance(target, str):
+        target = await rt._host_sta(target)
+    return await target.run_sync(ClassFactory, registration)
+
+
+def _create_with(factory: Any, interface: type[Interface] | None) -> Any:
+    # runs in the factory's apartment: the new object lives there
+    if is_com_object(factory) and isinstance(factory, IClassFactory):
+        return factory.CreateInstance(None, interface)
+    obj = factory()
+    return obj
+
+
+def _create_registered(registration: ClassRegistration, interface: type[Interface] | None) -> Any:
+    return ClassFactory(registration).CreateInstance(None, interface)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def as_class_object(factory: Any) -> Any:
+    """Accept an IClassFactory object, or any callable that makes instances (wrapped in one)."""
+    if isinstance(factory, IClassFactory):
+        return factory
+    if callable(factory):
+        return CallableFactory(factory)
+    return factory
+
+
+class CallableFactory(IClassFactory):
+    """A class object around a plain callable (``rt.register_class_object(clsid, MyClass)``)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def CreateInstance(self, outer: object, iid: Any) -> Any:
+        return self.make()
+
+    def LockServer(self, lock: bool) -> None:
+        return None
