@@ -7,7 +7,14 @@ from ._core._apartment import Apartment as Apartment
 from ._core._apartment import ApartmentKind as ApartmentKind
 from ._core._apartment import ApartmentStatistics as ApartmentStatistics
 from ._core._cancel import check_cancelled as check_cancelled
+from ._core._cancel import current_cancel_reason as current_cancel_reason
 from ._core._cancel import current_causality as current_causality
+from ._core._context import Context as Context
+from ._core._context import ContextState as ContextState
+from ._core._context import ContextStatistics as ContextStatistics
+from ._core._context import context_token as context_token
+from ._core._context import current_context as current_context
+from ._core._context import disconnect_object as disconnect_object
 from ._core._exceptions import ApartmentClosedError as ApartmentClosedError
 from ._core._exceptions import CallCancelledError as CallCancelledError
 from ._core._exceptions import CallRejectedError as CallRejectedError
@@ -89,6 +96,9 @@ __all__ = (
     "ClassNotRegisteredError",
     "ClassRegistration",
     "ClassRegistry",
+    "Context",
+    "ContextState",
+    "ContextStatistics",
     "DeadlineExceededError",
     "DisconnectReason",
     "DisconnectedError",
@@ -118,9 +128,13 @@ __all__ = (
     "can_unload_now",
     "check_cancelled",
     "coclass",
+    "context_token",
     "current_apartment",
+    "current_cancel_reason",
     "current_causality",
+    "current_context",
     "current_runtime",
+    "disconnect_object",
     "guarded",
     "marshal_interface",
     "query_interface",

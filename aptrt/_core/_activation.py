@@ -70,8 +70,11 @@ async def create_instance(
     registration = registration_of(what)
     entry = find_class_object(rt, registration.clsid, caller, context)
     if entry is not None:
-        # the class object lives in its apartment: hand it over as it is, not marshaled
-        result = await entry.apartment.run_sync(_create_with, by_reference(entry.factory), interface)
+        # the class object lives in its apartment (and context): hand it over as it is, not marshaled
+        if entry.owner_context is not None:
+            result = await entry.owner_context.run_sync(_create_with, by_reference(entry.factory), interface)
+        else:
+            result = await entry.apartment.run_sync(_create_with, by_reference(entry.factory), interface)
     else:
         target = placement(rt, registration.threading_model, caller)
         if isinstance(target, str):
@@ -87,7 +90,10 @@ def create_instance_blocking(
     registration = registration_of(what)
     entry = find_class_object(rt, registration.clsid, caller, context)
     if entry is not None:
-        result = entry.apartment.run_sync_blocking(_create_with, by_reference(entry.factory), interface)
+        if entry.owner_context is not None:
+            result = entry.owner_context.run_sync_blocking(_create_with, by_reference(entry.factory), interface)
+        else:
+            result = entry.apartment.run_sync_blocking(_create_with, by_reference(entry.factory), interface)
     else:
         target = placement(rt, registration.threading_model, caller)
         if isinstance(target, str):

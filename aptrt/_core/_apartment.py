@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, overload
 
 from ._call import Call
-from ._exceptions import InvalidArgumentError
+from ._context import Context, context_var
+from ._exceptions import ApartmentClosedError, InvalidArgumentError
 from ._interface import Interface
 from ._invoke import invoke, invoke_blocking, new_call
 from ._stub import ExportTable, Stub
@@ -78,6 +79,8 @@ class Apartment:
         self.imports: weakref.WeakSet[Proxy[Any]] = weakref.WeakSet()
         #: set once, when shutdown begins: new calls are refused from then on
         self.closing = False
+        #: the context objects belong to unless code runs in another one
+        self.default_context = Context(self, default=True)
 
     def __repr__(self) -> str:
         state = " closing" if self.closing else ""
@@ -112,6 +115,30 @@ class Apartment:
 
     async def aclose(self) -> None:
         raise NotImplementedError
+
+    # -- contexts ----------------------------------------------------------------------------------------
+
+    def create_context(self) -> Context:
+        """A new context of this apartment that can be disconnected (see :meth:`Context.disconnect`)."""
+        if self.closing:
+            raise ApartmentClosedError(f"apartment {self.name!r} is closed")
+        return Context(self)
+
+    async def _run_in_context(self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool) -> Any:
+        caller = self._caller()
+        if caller is self:
+            return await _run_here(ctx, fn, args, is_async=is_async)
+        call = new_call(fn, _name(fn), args, None, None, is_async, caller, target=self)
+        call.context = ctx
+        return await invoke(self, call)
+
+    def _run_in_context_blocking(self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        caller = self._caller()
+        if caller is self:
+            return _run_sync_here(ctx, fn, args)
+        call = new_call(fn, _name(fn), args, None, None, False, caller, target=self, blocking=True)
+        call.context = ctx
+        return invoke_blocking(self, call, None)
 
     # -- membership ------------------------------------------------------------------------------------
 
@@ -203,6 +230,25 @@ class Apartment:
             expired=sum(c.expired for c in counters),
             exported=len(self.exports),
         )
+
+
+async def _run_here(ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool) -> Any:
+    if not is_async:
+        return _run_sync_here(ctx, fn, args)
+    token = context_var.set(ctx)
+    try:
+        return await fn(*args)
+    finally:
+        context_var.reset(token)
+
+
+def _run_sync_here(ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    previous = tls.context
+    tls.context = ctx
+    try:
+        return fn(*args)
+    finally:
+        tls.context = previous
 
 
 def _name(fn: Callable[..., Any]) -> str:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import anyio
 
     from ._apartment import Apartment
+    from ._context import Context
     from ._port import Port
     from ._stub import Stub
 
@@ -62,6 +63,9 @@ class Call:
         "scope",
         "runner",
         "started",
+        "context",
+        "counted",
+        "cancel_reason",
         "__weakref__",
     )
 
@@ -89,6 +93,12 @@ class Call:
     #: the inbox of the loop that runs an async callee (where cancel requests go)
     runner: Port | None
     started: float
+    #: the context the call runs in (set by the caller for ``Context.run``, else by the dispatcher)
+    context: Context | None
+    #: the call is counted as outstanding in ``context`` (calls on its objects, not ``Context.run``)
+    counted: bool
+    #: why the callee's scope was cancelled by something other than its caller (context disconnect)
+    cancel_reason: str | None
 
     def __init__(
         self,
@@ -120,6 +130,9 @@ class Call:
         self.scope = None
         self.runner = None
         self.started = 0.0
+        self.context = None
+        self.counted = False
+        self.cancel_reason = None
 
     def __repr__(self) -> str:
         phase = ("queued", "running", "replied")[self.phase]
@@ -159,6 +172,14 @@ class Call:
             finally:
                 del error
         return self.value
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the callee's scope (any thread): a running async callee is cancelled at its next
+        checkpoint, a sync one sees it from ``check_cancelled``; its caller gets CallCancelledError."""
+        self.cancel_reason = reason
+        runner = self.runner
+        if runner is not None and self.phase == RUNNING:
+            runner.post(CancelRequest(self))
 
     def abandon(self) -> None:
         """The caller stops waiting: stop the call if it has not started, cancel its scope if it runs."""

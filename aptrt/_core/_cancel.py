@@ -20,6 +20,8 @@ def check_cancelled() -> None:
         return
     if call.abandoned:
         raise CallCancelledError(reason=f"the caller of {call.name!r} cancelled it")
+    if call.cancel_reason is not None:
+        raise CallCancelledError(reason=call.cancel_reason)
     if call.deadline != INF and call.expired():
         raise TimeoutError(f"the deadline of {call.name!r} has passed")
     apartment = tls.apartment
@@ -27,6 +29,13 @@ def check_cancelled() -> None:
         raise DisconnectedError(
             f"apartment {apartment.name!r} is shutting down", reason=DisconnectReason.SERVER_SHUTDOWN
         )
+
+
+def current_cancel_reason() -> str | None:
+    """Why the call being served here was cancelled by someone other than its caller (for example
+    ``"context disconnected"`` from ``Context.disconnect(cancel_outstanding=True)``), else None."""
+    call = current_call()
+    return None if call is None else call.cancel_reason
 
 
 def current_causality() -> int | None:

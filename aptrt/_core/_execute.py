@@ -11,6 +11,7 @@ import anyio
 import trio
 
 from ._call import INF, RUNNING, Call
+from ._context import context_var
 from ._exceptions import (
     ApartmentClosedError,
     CallCancelledError,
@@ -64,6 +65,18 @@ def admit(call: Call, counters: Counters) -> Any:
             counters.failed += 1
             call.fail(stub.disconnected_error())
             return None
+        ctx = stub.context
+        if not ctx.default:  # default contexts cannot be disconnected: they keep no books
+            if not ctx.enter(call):
+                counters.failed += 1
+                call.fail(
+                    DisconnectedError(
+                        f"{ctx!r} refuses calls: it is disconnecting", reason=DisconnectReason.CONTEXT_DISCONNECTED
+                    )
+                )
+                return None
+            call.counted = True
+        call.context = ctx
         fn = getattr(obj, call.name)
     return fn
 
@@ -72,6 +85,7 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
     """Run a sync callee on this thread, now, and reply."""
     call.phase = RUNNING
     tls.call = call
+    tls.context = call.context
     try:
         kwargs = call.kwargs
         result = fn(*call.args, **kwargs) if kwargs else fn(*call.args)
@@ -80,7 +94,7 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
         call.value = result
         counters.completed += 1
     except BaseException as exc:
-        if call.abandoned and isinstance(exc, CallCancelledError):
+        if (call.abandoned or call.cancel_reason is not None) and isinstance(exc, CallCancelledError):
             counters.cancelled += 1  # it stopped at check_cancelled() because its caller gave up
         else:
             counters.failed += 1
@@ -90,17 +104,21 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
             raise
     finally:
         tls.call = None
+        tls.context = None
+        if call.counted:
+            call.context.exit(call)  # type: ignore[union-attr]
     call.deliver()
 
 
 async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters, port: Port) -> None:
     """Run an async callee as a task in its own cancel scope (under the caller's deadline), and reply."""
     current_call_var.set(call)
+    context_var.set(call.context)
     counters.running += 1
     deadline = INF if call.deadline == INF else anyio.current_time() + (call.deadline - time.monotonic())
     scope = anyio.CancelScope(deadline=deadline)
     call.scope = scope
-    if call.abandoned:
+    if call.abandoned or call.cancel_reason is not None:
         scope.cancel()
     try:
         with scope:
@@ -113,6 +131,9 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
             if call.abandoned:
                 counters.cancelled += 1
                 call.error = CallCancelledError(reason="the caller cancelled the call")
+            elif call.cancel_reason is not None:
+                counters.cancelled += 1
+                call.error = CallCancelledError(reason=call.cancel_reason)
             else:
                 counters.expired += 1
                 call.error = DeadlineExceededError(f"{call.name!r} ran past its caller's deadline")
@@ -129,6 +150,8 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
     finally:
         counters.running -= 1
         call.scope = None
+        if call.counted:
+            call.context.exit(call)  # type: ignore[union-attr]
     call.deliver()
 
 

@@ -270,8 +270,14 @@ class Runtime:
 
         apartment = self._caller_apartment()
         clsid = registry.resolve(clsid) if not isinstance(clsid, uuid.UUID) else clsid
+        owner = current_context()
         return self.class_objects.register(
-            clsid, _activation.as_class_object(factory), apartment, context, flags, current_context()
+            clsid,
+            _activation.as_class_object(factory),
+            apartment,
+            context,
+            flags,
+            None if owner.default or owner.apartment is not apartment else owner,
         )
 
     def revoke_class_object(self, cookie: int) -> None:

@@ -20,17 +20,31 @@ from ._interface import ClassInfo, class_info
 
 if TYPE_CHECKING:
     from ._apartment import Apartment
+    from ._context import Context
 
 
 class Stub:
     """The exported side of one object in its home apartment."""
 
-    __slots__ = ("obj", "key", "apartment", "table", "info", "refs", "disconnected", "reason", "__weakref__")
+    __slots__ = (
+        "obj",
+        "key",
+        "apartment",
+        "context",
+        "table",
+        "info",
+        "refs",
+        "disconnected",
+        "reason",
+        "__weakref__",
+    )
 
-    def __init__(self, obj: Any, apartment: Apartment, table: ExportTable) -> None:
+    def __init__(self, obj: Any, apartment: Apartment, table: ExportTable, context: Context) -> None:
         self.obj: Any = obj
         self.key = id(obj)
         self.apartment = apartment
+        #: the context the object belongs to: the one its code ran in when it was first exported
+        self.context = context
         self.table = table
         self.info: ClassInfo = class_info(type(obj))
         self.refs = 0
@@ -96,8 +110,20 @@ class ExportTable:
                     raise DisconnectedError(
                         f"apartment {self.apartment.name!r} is shutting down", reason=DisconnectReason.SERVER_SHUTDOWN
                     )
-                stub = self._stubs[key] = Stub(obj, self.apartment, self)
+                stub = self._stubs[key] = Stub(obj, self.apartment, self, self._context_for_new())
             return stub
+
+    def _context_for_new(self) -> Context:
+        from ._context import context_var
+        from ._threadstate import tls
+
+        ctx = tls.context or context_var.get()
+        if ctx is None or ctx.apartment is not self.apartment:
+            return self.apartment.default_context
+        if ctx.state.value != "open":
+            raise DisconnectedError(f"{ctx!r} is disconnecting; no new object joins it",
+                                    reason=DisconnectReason.CONTEXT_DISCONNECTED)
+        return ctx
 
     def release_later(self, stub: Stub) -> None:
         """Queue the release of one reference (from a finalizer: takes no lock)."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._apartment import Apartment
     from ._call import Call
+    from ._context import Context
     from ._port import Port
 
 
@@ -19,6 +20,8 @@ class _ThreadState(threading.local):
     port: Port | None = None
     #: the call a sync method is serving right now on this thread (sync callees run inline, outside any task)
     call: Call | None = None
+    #: the context sync code runs in right now on this thread (async tasks use ``_context.context_var``)
+    context: Context | None = None
 
 
 #: Written only by the thread it describes.
