@@ -40,6 +40,11 @@ from ._core._factory import IClassFactory as IClassFactory
 from ._core._factory import ServerModule as ServerModule
 from ._core._factory import can_unload_now as can_unload_now
 from ._core._factory import server_module as server_module
+from ._core._flow import CallType as CallType
+from ._core._flow import FilterDecision as FilterDecision
+from ._core._flow import IncomingCall as IncomingCall
+from ._core._flow import Overflow as Overflow
+from ._core._flow import RetryPolicy as RetryPolicy
 from ._core._guarded import Guarded as Guarded
 from ._core._guarded import guarded as guarded
 from ._core._hresult import HRESULT as HRESULT
@@ -56,11 +61,15 @@ from ._core._marshaling import release_marshal_data as release_marshal_data
 from ._core._marshaling import unmarshal_interface as unmarshal_interface
 from ._core._mta import MTA as MTA
 from ._core._neutral import NeutralApartment as NeutralApartment
+from ._core._observe import CallEvent as CallEvent
+from ._core._observe import Instrument as Instrument
+from ._core._observe import dump as dump
 from ._core._proxy import BlockingProxy as BlockingProxy
 from ._core._proxy import Proxy as Proxy
 from ._core._proxy import as_interface as as_interface
 from ._core._proxy import blocking as blocking
 from ._core._proxy import query_interface as query_interface
+from ._core._reentrancy import Reentrancy as Reentrancy
 from ._core._registry import ClassRegistration as ClassRegistration
 from ._core._registry import ClassRegistry as ClassRegistry
 from ._core._registry import ThreadingModel as ThreadingModel
@@ -89,7 +98,9 @@ __all__ = (
     "BlockingProxy",
     "COMError",
     "CallCancelledError",
+    "CallEvent",
     "CallRejectedError",
+    "CallType",
     "CallableFactory",
     "ChangedModeError",
     "ClassFactory",
@@ -102,10 +113,13 @@ __all__ = (
     "DeadlineExceededError",
     "DisconnectReason",
     "DisconnectedError",
+    "FilterDecision",
     "GlobalInterfaceTable",
     "Guarded",
     "IClassFactory",
     "IID_IUnknown",
+    "IncomingCall",
+    "Instrument",
     "Interface",
     "InvalidArgumentError",
     "MarshalData",
@@ -114,9 +128,12 @@ __all__ = (
     "NotInitializedError",
     "NotSupportedError",
     "ObjectNotConnectedError",
+    "Overflow",
     "Proxy",
     "RPCTimeoutError",
+    "Reentrancy",
     "RetryLaterError",
+    "RetryPolicy",
     "Runtime",
     "ServerModule",
     "ThreadingModel",
@@ -135,6 +152,7 @@ __all__ = (
     "current_context",
     "current_runtime",
     "disconnect_object",
+    "dump",
     "guarded",
     "marshal_interface",
     "query_interface",

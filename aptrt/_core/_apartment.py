@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, overload
 
 from ._call import Call
 from ._context import Context, context_var
-from ._exceptions import ApartmentClosedError, InvalidArgumentError
+from ._exceptions import ApartmentClosedError, InvalidArgumentError, NotSupportedError
+from ._flow import InboxBound, MessageFilter, Overflow, RetryPolicy
 from ._interface import Interface
 from ._invoke import invoke, invoke_blocking, new_call
+from ._observe import Histogram, Instrument
+from ._reentrancy import Gate, Reentrancy
 from ._stub import ExportTable, Stub
 from ._threadstate import tls
 
@@ -25,6 +28,13 @@ PosArgsT = TypeVarTuple("PosArgsT")
 
 T = TypeVar("T")
 I = TypeVar("I", bound=Interface)
+
+
+class _Unset:
+    pass
+
+
+_UNSET = _Unset()
 
 
 class ApartmentKind(enum.Enum):
@@ -56,6 +66,11 @@ class ApartmentStatistics:
     expired: int
     #: objects of this apartment referenced from other apartments (live stubs)
     exported: int
+    #: calls refused by a full inbox (overflow "reject") or by the message filter
+    rejected: int = 0
+    #: median and 99th percentile of call latency (caller's call → callee's return), seconds
+    latency_p50: float | None = None
+    latency_p99: float | None = None
 
 
 class Apartment:
@@ -81,6 +96,17 @@ class Apartment:
         self.closing = False
         #: the context objects belong to unless code runs in another one
         self.default_context = Context(self, default=True)
+        self._contexts: weakref.WeakSet[Context] = weakref.WeakSet()
+        #: call hooks: the runtime's list of instruments (shared, so adding one reaches every apartment)
+        self.instruments: list[Instrument] = runtime.instruments
+        # load control and reentrancy (see configure())
+        self.bound: InboxBound | None = None
+        self.message_filter: MessageFilter | None = None
+        self.retry_policy: RetryPolicy | None = None
+        self.reentrancy = Reentrancy.ALLOW
+        #: the apartment's gate (None under ALLOW) and the gates of objects whose class overrides it
+        self.gate: Gate | None = None
+        self.object_gates: dict[int, Gate] = {}
 
     def __repr__(self) -> str:
         state = " closing" if self.closing else ""
@@ -116,13 +142,76 @@ class Apartment:
     async def aclose(self) -> None:
         raise NotImplementedError
 
+    # -- configuration ---------------------------------------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        max_queued: int | None | _Unset = _UNSET,
+        overflow: Overflow | str = Overflow.WAIT,
+        message_filter: MessageFilter | None | _Unset = _UNSET,
+        retry_policy: RetryPolicy | None | _Unset = _UNSET,
+        reentrancy: Reentrancy | str | None = None,
+    ) -> None:
+        """Set this apartment's load control and reentrancy policy (arguments left out stay as they are).
+
+        :param max_queued: bound the inbox (None: unbounded)
+        :param overflow: ``"wait"`` (callers wait for room, under their deadline) or ``"reject"``
+            (:class:`RetryLaterError`, ``RPC_E_SERVERCALL_RETRYLATER``)
+        :param message_filter: ``fn(IncomingCall) -> FilterDecision``, run before each incoming call
+        :param retry_policy: how calls made *from* this apartment retry when rejected
+        :param reentrancy: ``ALLOW``, ``CALL_CHAIN`` or ``NONE`` (STAs only; the MTA is free-threaded)
+        """
+        if not isinstance(max_queued, _Unset):
+            self.bound = None if max_queued is None else InboxBound(max_queued, Overflow(overflow))
+        if not isinstance(message_filter, _Unset):
+            self.message_filter = message_filter
+        if not isinstance(retry_policy, _Unset):
+            self.retry_policy = retry_policy
+        if reentrancy is not None:
+            policy = Reentrancy(reentrancy)
+            if policy is not Reentrancy.ALLOW and self.kind is ApartmentKind.MTA:
+                raise NotSupportedError("the MTA is free-threaded: reentrancy policies apply to STAs")
+            self.reentrancy = policy
+            self.gate = None if policy is Reentrancy.ALLOW else Gate(self, policy, self.name)
+
+    def gate_for(self, call: Call) -> Gate | None:
+        """The reentrancy gate *call* must pass (None: it may always run). Apartment thread only."""
+        stub = call.stub
+        if stub is None or stub.info.reentrancy is None:
+            return self.gate
+        policy = stub.info.reentrancy
+        if policy is Reentrancy.ALLOW:
+            return None
+        gate = self.object_gates.get(stub.key)
+        if gate is None:
+            label = f"{stub.info.cls.__qualname__}@{self.name}"
+            gate = self.object_gates[stub.key] = Gate(self, policy, label)
+        return gate
+
+    # -- introspection (aptrt.dump) --------------------------------------------------------------------
+
+    def queued_calls(self) -> list[Call]:
+        """The calls waiting in the inbox now (a snapshot)."""
+        return []
+
+    def running_calls(self) -> list[Call]:
+        """The async calls running now, and calls held at reentrancy gates (a snapshot)."""
+        return []
+
+    def contexts(self) -> list[Context]:
+        """The disconnectable contexts of this apartment that are still referenced."""
+        return list(self._contexts)
+
     # -- contexts ----------------------------------------------------------------------------------------
 
     def create_context(self) -> Context:
         """A new context of this apartment that can be disconnected (see :meth:`Context.disconnect`)."""
         if self.closing:
             raise ApartmentClosedError(f"apartment {self.name!r} is closed")
-        return Context(self)
+        ctx = Context(self)
+        self._contexts.add(ctx)
+        return ctx
 
     async def _run_in_context(self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool) -> Any:
         caller = self._caller()
@@ -219,6 +308,8 @@ class Apartment:
     # -- statistics helper -----------------------------------------------------------------------------
 
     def _stats(self, queued: int, counters: list[Any]) -> ApartmentStatistics:
+        histograms = [c.latency for c in counters]
+        bound = self.bound
         return ApartmentStatistics(
             name=self.name,
             kind=self.kind,
@@ -229,6 +320,9 @@ class Apartment:
             cancelled=sum(c.cancelled for c in counters),
             expired=sum(c.expired for c in counters),
             exported=len(self.exports),
+            rejected=sum(c.rejected for c in counters) + (bound.rejected if bound is not None else 0),
+            latency_p50=Histogram.percentile(histograms, 0.5),
+            latency_p99=Histogram.percentile(histograms, 0.99),
         )
 
 

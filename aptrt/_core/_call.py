@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._apartment import Apartment
     from ._context import Context
     from ._port import Port
+    from ._reentrancy import Gate
     from ._stub import Stub
 
 REQUEST = 0
@@ -66,6 +67,8 @@ class Call:
         "context",
         "counted",
         "cancel_reason",
+        "gate",
+        "reserved",
         "__weakref__",
     )
 
@@ -92,6 +95,7 @@ class Call:
     scope: anyio.CancelScope | None
     #: the inbox of the loop that runs an async callee (where cancel requests go)
     runner: Port | None
+    #: when the caller made the call (``time.perf_counter()``, one clock for every thread)
     started: float
     #: the context the call runs in (set by the caller for ``Context.run``, else by the dispatcher)
     context: Context | None
@@ -99,6 +103,10 @@ class Call:
     counted: bool
     #: why the callee's scope was cancelled by something other than its caller (context disconnect)
     cancel_reason: str | None
+    #: the reentrancy gate the call holds while it runs (STA policies other than ALLOW)
+    gate: Gate | None
+    #: the call holds a slot of its target's bounded inbox until it is dequeued
+    reserved: bool
 
     def __init__(
         self,
@@ -129,10 +137,12 @@ class Call:
         self.abandoned = False
         self.scope = None
         self.runner = None
-        self.started = 0.0
+        self.started = time.perf_counter()
         self.context = None
         self.counted = False
         self.cancel_reason = None
+        self.gate = None
+        self.reserved = False
 
     def __repr__(self) -> str:
         phase = ("queued", "running", "replied")[self.phase]

@@ -186,8 +186,12 @@ class Context:
         for call in running:
             call.cancel(reason)
 
-    async def disconnect(  # noqa: ASYNC109 - the timeout is CoDisconnectContext's own, not a cancel scope
-        self, timeout: float | None = None, *, cancel_outstanding: bool = False, reason: str = "context disconnected"
+    async def disconnect(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 - CoDisconnectContext's own timeout, not a cancel scope
+        *,
+        cancel_outstanding: bool = False,
+        reason: str = "context disconnected",
     ) -> None:
         """CoDisconnectContext: refuse new calls at once, wait for outstanding ones, then disconnect every
         object of this context (their proxies fail from then on with ``RPC_E_DISCONNECTED``).

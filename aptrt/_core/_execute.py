@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,18 @@ from ._context import context_var
 from ._exceptions import (
     ApartmentClosedError,
     CallCancelledError,
+    CallRejectedError,
     DeadlineExceededError,
     DisconnectedError,
     DisconnectReason,
+    RetryLaterError,
 )
+from ._flow import CallType, FilterDecision, IncomingCall
 from ._marshal import PLAIN, marshal
+from ._observe import Histogram, Instrument, event_of
 from ._threadstate import current_call_var, tls
+
+logger = logging.getLogger("aptrt")
 
 if TYPE_CHECKING:
     from ._apartment import Apartment
@@ -30,14 +37,19 @@ if TYPE_CHECKING:
 class Counters:
     """Statistics of one executing thread. Written only by that thread; read (racily) by anyone."""
 
-    __slots__ = ("completed", "failed", "cancelled", "expired", "running")
+    __slots__ = ("cancelled", "completed", "expired", "failed", "latency", "rejected", "running", "running_calls")
 
     def __init__(self) -> None:
         self.completed = 0
         self.failed = 0
         self.cancelled = 0
         self.expired = 0
+        self.rejected = 0
         self.running = 0
+        #: from the caller's call to the callee's return, for calls that ran
+        self.latency = Histogram()
+        #: async calls running now (insertion-ordered set), for aptrt.dump()
+        self.running_calls: dict[Call, None] = {}
 
 
 def closed_error(apartment: Apartment, call: Call) -> DisconnectedError:
@@ -45,6 +57,43 @@ def closed_error(apartment: Apartment, call: Call) -> DisconnectedError:
         f"apartment {apartment.name!r} shut down before {call.name!r} ran",
         reason=DisconnectReason.SERVER_SHUTDOWN,
     )
+
+
+def release_slot(apartment: Apartment, call: Call) -> None:
+    """*call* left a bounded inbox: free its slot (and let one waiting caller in)."""
+    call.reserved = False
+    bound = apartment.bound
+    if bound is not None:
+        bound.release()
+
+
+def filter_admits(apartment: Apartment, call: Call, counters: Counters) -> bool:
+    """Run the apartment's message filter (HandleInComingCall); answer the call if it is not admitted."""
+    nested = any(running.causality == call.causality for running in counters.running_calls)
+    caller = call.caller
+    info = IncomingCall(
+        call.name,
+        call.causality,
+        CallType.NESTED if nested else CallType.TOPLEVEL,
+        caller.name if caller is not None else "",
+        apartment.name,
+    )
+    message_filter = apartment.message_filter
+    assert message_filter is not None
+    try:
+        decision = message_filter(info)
+    except Exception as exc:  # noqa: BLE001 - a broken filter fails the call, not the apartment
+        counters.failed += 1
+        call.fail(exc)
+        return False
+    if decision is FilterDecision.ADMIT:
+        return True
+    counters.rejected += 1
+    if decision is FilterDecision.RETRY_LATER:
+        call.fail(RetryLaterError(f"apartment {apartment.name!r} is busy: retry {call.name!r} later"))
+    else:
+        call.fail(CallRejectedError(f"apartment {apartment.name!r} rejected {call.name!r}"))
+    return False
 
 
 def admit(call: Call, counters: Counters) -> Any:
@@ -86,6 +135,9 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
     call.phase = RUNNING
     tls.call = call
     tls.context = call.context
+    instruments = apartment.instruments
+    if instruments:
+        notify_started(instruments, call, apartment)
     try:
         kwargs = call.kwargs
         result = fn(*call.args, **kwargs) if kwargs else fn(*call.args)
@@ -107,6 +159,9 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
         tls.context = None
         if call.counted:
             call.context.exit(call)  # type: ignore[union-attr]
+        counters.latency.record(time.perf_counter() - call.started)
+        if instruments:
+            notify_finished(instruments, call, apartment)
     call.deliver()
 
 
@@ -115,6 +170,10 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
     current_call_var.set(call)
     context_var.set(call.context)
     counters.running += 1
+    counters.running_calls[call] = None
+    instruments = apartment.instruments
+    if instruments:
+        notify_started(instruments, call, apartment)
     deadline = INF if call.deadline == INF else anyio.current_time() + (call.deadline - time.monotonic())
     scope = anyio.CancelScope(deadline=deadline)
     call.scope = scope
@@ -149,10 +208,41 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
             raise
     finally:
         counters.running -= 1
+        del counters.running_calls[call]
         call.scope = None
         if call.counted:
             call.context.exit(call)  # type: ignore[union-attr]
+        counters.latency.record(time.perf_counter() - call.started)
+        if instruments:
+            notify_finished(instruments, call, apartment)
     call.deliver()
+
+
+def notify_started(instruments: list[Instrument], call: Call, apartment: Apartment) -> None:
+    event = event_of(call, apartment.name)
+    for instrument in list(instruments):
+        try:
+            instrument.call_started(event)
+        except Exception:
+            logger.exception("aptrt: instrument %r failed; removing it", instrument)
+            _remove(instruments, instrument)
+
+
+def notify_finished(instruments: list[Instrument], call: Call, apartment: Apartment) -> None:
+    event = event_of(call, apartment.name)
+    for instrument in list(instruments):
+        try:
+            instrument.call_finished(event, call.error)
+        except Exception:
+            logger.exception("aptrt: instrument %r failed; removing it", instrument)
+            _remove(instruments, instrument)
+
+
+def _remove(instruments: list[Instrument], instrument: Instrument) -> None:
+    try:
+        instruments.remove(instrument)
+    except ValueError:
+        pass
 
 
 def _is_cancellation(exc: BaseException) -> bool:

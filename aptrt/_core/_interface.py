@@ -99,7 +99,7 @@ def resolve_interface(interface: type[I] | uuid.UUID | str) -> type[I]:
 class ClassInfo:
     """What aptrt needs to know about an implementation class to call it: which methods are async."""
 
-    __slots__ = ("cls", "interfaces", "iids", "is_async")
+    __slots__ = ("cls", "interfaces", "iids", "is_async", "reentrancy")
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
@@ -113,6 +113,10 @@ class ClassInfo:
                     member = member.__func__
                 is_async[name] = inspect.iscoroutinefunction(member)
         self.is_async = is_async
+        from ._reentrancy import class_policy
+
+        #: the class's own reentrancy policy (``__reentrancy__``), overriding its apartment's
+        self.reentrancy = class_policy(cls)
 
     def implements(self, interface: type[Interface]) -> bool:
         return interface.__iid__ in self.iids

@@ -12,7 +12,8 @@ import anyio
 import anyio.to_thread
 
 from ._call import INF, Call, new_causality
-from ._exceptions import WrongThreadError
+from ._exceptions import CallRejectedError, WrongThreadError
+from ._flow import NoRoom
 from ._marshal import is_plain, marshal_args, marshal_kwargs
 from ._threadstate import current_call, tls
 
@@ -68,9 +69,45 @@ def new_call(
 async def invoke(target: Apartment, call: Call) -> Any:
     """Send *call* to *target* and await its result in the caller's loop (a checkpoint)."""
     port = tls.port
-    if port is None:
-        return await _await_from_foreign_loop(call, target.submit)
-    return await port.call(call, target.submit)
+    try:
+        if port is None:
+            return await _await_from_foreign_loop(call, target.submit)
+        return await port.call(call, target.submit)
+    except NoRoom:
+        return await call_when_room(target, call)
+
+
+async def call_when_room(target: Apartment, call: Call) -> Any:
+    """*target*'s bounded inbox was full: wait for room (under the caller's deadline), then call."""
+    bound = target.bound
+    while True:
+        if bound is not None:
+            await await_call(Call(None, "room", (), None, None, False, INF, 0, None), bound.when_room)
+        try:
+            port = tls.port
+            if port is None:
+                return await _await_from_foreign_loop(call, target.submit)
+            return await port.call(call, target.submit)
+        except NoRoom:
+            continue
+
+
+async def retry_rejected(
+    caller: Apartment, make_call: Callable[[], Call], target: Apartment, error: CallRejectedError
+) -> Any:
+    """The caller's retry policy (RetryRejectedCall): retry a rejected call after the delays it gives."""
+    policy = caller.retry_policy
+    attempt = 1
+    while True:
+        delay = policy.next_delay(attempt, error) if policy is not None else None
+        if delay is None:
+            raise error
+        await anyio.sleep(delay)
+        try:
+            return await invoke(target, make_call())
+        except CallRejectedError as exc:
+            error = exc
+            attempt += 1
 
 
 async def await_call(call: Call, submit: Callable[[Call], None]) -> Any:
@@ -122,11 +159,29 @@ def invoke_blocking(target: Apartment, call: Call, timeout: float | None) -> Any
     call.waiter = lock
     if timeout is not None:
         call.deadline = min(call.deadline, time.monotonic() + timeout)
-    target.submit(call)
+    while True:
+        try:
+            target.submit(call)
+            break
+        except NoRoom:
+            room = _thread.allocate_lock()
+            room.acquire()
+            bound = target.bound
+            if bound is not None:
+                bound.when_room(_lock_waiter(room))
+            left = -1.0 if timeout is None else max(0.0, call.deadline - time.monotonic())
+            if not room.acquire(timeout=left):
+                raise TimeoutError(f"no room in {target.name!r}'s inbox for {call.name!r} within {timeout} s") from None
     if not lock.acquire(timeout=-1 if timeout is None else timeout):
         call.abandon()
         raise TimeoutError(f"{call.name!r} did not complete within {timeout} s")
     return call.result()
+
+
+def _lock_waiter(lock: Any) -> Call:
+    waiter = Call(None, "room", (), None, None, False, INF, 0, None)
+    waiter.waiter = lock
+    return waiter
 
 
 def _release(lock: Any) -> None:

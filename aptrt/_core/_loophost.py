@@ -14,9 +14,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._call import REPLY, RUNNING, Call
-from ._exceptions import NotSupportedError
-from ._execute import Counters, admit, closed_error, run_inline, run_task
+from ._exceptions import DeadlineExceededError, NotSupportedError, WouldDeadlockError
+from ._execute import Counters, admit, closed_error, filter_admits, release_slot, run_inline, run_task
 from ._port import Port, make_port
+from ._reentrancy import Gate
 from ._threadstate import tls
 
 if TYPE_CHECKING:
@@ -38,6 +39,13 @@ def backend_args(backend: str) -> tuple[str, dict[str, Any]]:
     if backend == "trio":
         return "trio", {}
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _uncount(call: Call) -> None:
+    """A call admitted into its context will not run after all: it is no longer outstanding there."""
+    if call.counted:
+        call.counted = False
+        call.context.exit(call)  # type: ignore[union-attr]
 
 
 class Message:
@@ -94,19 +102,88 @@ class LoopHost:
     # -- dispatch (loop thread) ------------------------------------------------------------------------
 
     def dispatch(self, call: Call, port: Port) -> None:
+        apartment = self.apartment
+        if call.reserved:
+            release_slot(apartment, call)
         if port.closing:
-            call.fail(closed_error(self.apartment, call))
+            call.fail(closed_error(apartment, call))
+            return
+        if apartment.message_filter is not None and not filter_admits(apartment, call, self.counters):
             return
         fn = admit(call, self.counters)
         if fn is None:
             return
+        gate = apartment.gate_for(call)
+        if gate is not None:
+            if not gate.admits(call):
+                self._hold(call, fn, gate)
+                return
+            self._take_gate(call, gate)
+        self._run(call, fn, port)
+
+    def _run(self, call: Call, fn: Any, port: Port) -> None:
         if call.is_async:
             call.phase = RUNNING
             call.runner = port
             assert self._tg is not None
-            self._tg.start_soon(run_task, call, fn, self.apartment, self.counters, port)
+            if call.gate is None:
+                self._tg.start_soon(run_task, call, fn, self.apartment, self.counters, port)
+            else:
+                self._tg.start_soon(self._run_gated, call, fn, port)
         else:
             run_inline(call, fn, self.apartment, self.counters)
+            if call.gate is not None:
+                self._leave_gate(call, port)
+
+    async def _run_gated(self, call: Call, fn: Any, port: Port) -> None:
+        try:
+            await run_task(call, fn, self.apartment, self.counters, port)
+        finally:
+            self._leave_gate(call, port)
+
+    # -- reentrancy gates (loop thread) ----------------------------------------------------------------
+
+    def _take_gate(self, call: Call, gate: Gate) -> None:
+        gate.take(call)
+        call.gate = gate
+        self.apartment.runtime.wait_for.entered(call.causality, gate)
+
+    def _hold(self, call: Call, fn: Any, gate: Gate) -> None:
+        try:
+            self.apartment.runtime.wait_for.check_and_wait(call, gate)
+        except WouldDeadlockError as exc:
+            self.counters.failed += 1
+            _uncount(call)
+            call.fail(exc)
+            return
+        gate.pending.append((call, fn))
+
+    def _leave_gate(self, call: Call, port: Port) -> None:
+        gate = call.gate
+        assert gate is not None
+        call.gate = None
+        gate.give_back(call)
+        graph = self.apartment.runtime.wait_for
+        graph.left(call.causality, gate)
+        pending = gate.pending
+        while pending and gate.admits(pending[0][0]):
+            held, fn = pending.popleft()
+            graph.done_waiting(held, gate)
+            if held.abandoned:
+                self.counters.cancelled += 1
+                _uncount(held)
+                continue
+            if held.expired():
+                self.counters.expired += 1
+                _uncount(held)
+                held.fail(DeadlineExceededError(f"the deadline of {held.name!r} passed while it waited its turn"))
+                continue
+            self._take_gate(held, gate)
+            self._run(held, fn, port)
+
+    def held_calls(self) -> list[Call]:
+        gates = [g for g in (self.apartment.gate, *self.apartment.object_gates.values()) if g is not None]
+        return [call for gate in gates for call, _ in list(gate.pending)]
 
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Start *fn* as a task of this loop (loop thread only)."""

@@ -18,7 +18,7 @@ import anyio
 from ._apartment import Apartment, ApartmentKind, ApartmentStatistics
 from ._call import INF, REPLY, Call
 from ._exceptions import ApartmentClosedError, DisconnectReason
-from ._execute import Counters, admit, closed_error, run_inline
+from ._execute import Counters, admit, closed_error, filter_admits, release_slot, run_inline
 from ._invoke import await_call, block_on_call, refuse_on_loop
 from ._loophost import FlushReleases, LoopHost
 from ._threadstate import tls
@@ -67,6 +67,8 @@ class MTA(Apartment):
             raise ApartmentClosedError(
                 f"the MTA is closed; {call.name!r} was not run", reason=DisconnectReason.SERVER_SHUTDOWN
             )
+        if self.bound is not None:
+            self.bound.reserve(call, self.name)
         if call.is_async:
             port = self._loop_port()
             if not port.post(call):
@@ -93,6 +95,18 @@ class MTA(Apartment):
         if port is not None:
             queued += port.queued_requests()
         return self._stats(queued, counters)
+
+    def queued_calls(self) -> list[Call]:
+        # SimpleQueue offers no peek: report the MTA loop's inbox (async calls) only
+        port = self._loop.port if self._loop is not None else None
+        return port.queued() if port is not None else []
+
+    def running_calls(self) -> list[Call]:
+        with self._lock:
+            counters = list(self._counters)
+            if self._loop is not None:
+                counters.append(self._loop.counters)
+        return [call for c in counters for call in list(c.running_calls)]
 
     @property
     def workers(self) -> int:
@@ -129,9 +143,11 @@ class MTA(Apartment):
                     if item is _STOP:
                         return
                     if type(item) is Call:
+                        if item.reserved:
+                            release_slot(self, item)
                         if self.closing:
                             item.fail(closed_error(self, item))
-                        else:
+                        elif self.message_filter is None or filter_admits(self, item, counters):
                             fn = admit(item, counters)
                             if fn is not None:
                                 run_inline(item, fn, self, counters)

@@ -99,6 +99,10 @@ class Port:
             return False
         return True
 
+    def queued(self) -> list[Call]:
+        """The requests waiting in this inbox (a snapshot)."""
+        return [item for item in tuple(self._queue) if type(item) is Call and item.phase != REPLY]
+
     def queued_requests(self) -> int:
         """How many requests wait in this inbox (a snapshot, for statistics)."""
         return sum(1 for item in tuple(self._queue) if type(item) is Call and item.phase != REPLY)

@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from ._call import Call, new_causality
 from ._exceptions import (
+    CallRejectedError,
     DisconnectedError,
     DisconnectReason,
     InvalidArgumentError,
     NoInterfaceError,
     WrongThreadError,
 )
+from ._flow import NoRoom
 from ._interface import Interface, class_info, is_com_object, resolve_interface
-from ._invoke import invoke, invoke_blocking, new_call
+from ._invoke import call_when_room, invoke, invoke_blocking, new_call, retry_rejected
 from ._marshal import is_plain, marshal_args, marshal_kwargs
 from ._threadstate import current_call_var, tls
 
@@ -163,7 +165,19 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
             parent.causality if parent is not None else new_causality(),
             apartment,
         )
-        return await port.call(call, target.submit)
+        try:
+            return await port.call(call, target.submit)
+        except NoRoom:  # the target's bounded inbox is full and makes callers wait
+            return await call_when_room(target, call)
+        except CallRejectedError as exc:
+            if apartment.retry_policy is None:
+                raise
+            return await retry_rejected(
+                apartment,
+                lambda: new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment),
+                target,
+                exc,
+            )
 
     method.__name__ = method.__qualname__ = name
     return method

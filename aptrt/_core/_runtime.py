@@ -24,6 +24,8 @@ from ._loophost import backend_args
 from ._marshaling import GlobalInterfaceTable
 from ._mta import MTA
 from ._neutral import NeutralApartment
+from ._observe import Instrument
+from ._reentrancy import WaitForGraph
 from ._registry import registry
 from ._sta import STA
 from ._threadstate import tls
@@ -60,6 +62,10 @@ class Runtime:
         self.class_objects = ClassObjectTable()
         #: the global interface table
         self.git = GlobalInterfaceTable()
+        #: call hooks (see add_instrument); shared by every apartment of the runtime
+        self.instruments: list[Instrument] = []
+        #: which causality chain waits at which reentrancy gate (deadlock detection, aptrt.dump)
+        self.wait_for = WaitForGraph()
         self._tg: TaskGroup | None = None
         self._stas: dict[STA, None] = {}  # insertion-ordered set; guarded by _lock
         self._lock = threading.Lock()
@@ -223,6 +229,16 @@ class Runtime:
         with self._lock:
             self._stas.pop(sta, None)
 
+    # -- instruments -----------------------------------------------------------------------------------
+
+    def add_instrument(self, instrument: Instrument) -> None:
+        """Call ``instrument.call_started(event)`` / ``call_finished(event, error)`` around every call that
+        runs in this runtime's apartments, on the apartment's thread (trio-style instruments)."""
+        self.instruments.append(instrument)
+
+    def remove_instrument(self, instrument: Instrument) -> None:
+        self.instruments.remove(instrument)
+
     # -- activation ------------------------------------------------------------------------------------
 
     def _caller_apartment(self) -> Apartment:
@@ -330,6 +346,12 @@ class Runtime:
         with _active_lock:
             if self in _active:
                 _active.remove(self)
+
+
+def all_runtimes() -> list[Runtime]:
+    """Every open runtime of the process, oldest first."""
+    with _active_lock:
+        return list(_active)
 
 
 def current_runtime() -> Runtime:

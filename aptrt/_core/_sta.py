@@ -46,6 +46,8 @@ class STA(Apartment):
     # -- any thread ------------------------------------------------------------------------------------
 
     def submit(self, call: Call) -> None:
+        if self.bound is not None and not self.closing:
+            self.bound.reserve(call, self.name)
         port = self._host.port
         if self.closing or port is None or not port.post(call):
             raise ApartmentClosedError(
@@ -62,6 +64,13 @@ class STA(Apartment):
         self.exports.flush_releases()
         port = self._host.port
         return self._stats(port.queued_requests() if port is not None else 0, [self._host.counters])
+
+    def queued_calls(self) -> list[Call]:
+        port = self._host.port
+        return port.queued() if port is not None else []
+
+    def running_calls(self) -> list[Call]:
+        return list(self._host.counters.running_calls) + self._host.held_calls()
 
     # -- life cycle ------------------------------------------------------------------------------------
 
