@@ -19,6 +19,7 @@ import enum
 import itertools
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -223,14 +224,18 @@ class Context:
 
     def disconnect_blocking(self, timeout: float | None = None, *, cancel_outstanding: bool = False,
                             reason: str = "context disconnected") -> None:
-        """The blocking twin of :meth:`disconnect`, for plain threads."""
+        """The blocking twin of :meth:`disconnect`, for plain threads (a pumping STA serves calls while it
+        waits, so outstanding calls on its own thread can finish)."""
+        from ._invoke import block_on_call_pumping
+
         if self._begin(timeout):
             return
-        if self._done.wait(timeout):
+        deadline = INF if timeout is None else time.monotonic() + timeout
+        if block_on_call_pumping(Call(None, "disconnect", (), None, None, False, INF, 0, None), self._add_waiter, deadline):
             return
         if cancel_outstanding:
             self._cancel_outstanding(reason)
-            self._done.wait()
+            block_on_call_pumping(Call(None, "disconnect", (), None, None, False, INF, 0, None), self._add_waiter)
             return
         raise RPCTimeoutError(f"{self.outstanding} call(s) still running in {self!r} after {timeout} s")
 

@@ -159,6 +159,9 @@ def invoke_blocking(target: Apartment, call: Call, timeout: float | None) -> Any
     call.waiter = lock
     if timeout is not None:
         call.deadline = min(call.deadline, time.monotonic() + timeout)
+    pump = tls.pump
+    if pump is not None:  # a pumping STA serves incoming calls while it waits (COM's modal loop)
+        return _invoke_pumping(pump, target, call, timeout)
     while True:
         try:
             target.submit(call)
@@ -176,6 +179,32 @@ def invoke_blocking(target: Apartment, call: Call, timeout: float | None) -> Any
         call.abandon()
         raise TimeoutError(f"{call.name!r} did not complete within {timeout} s")
     return call.result()
+
+
+def _invoke_pumping(pump: Any, target: Apartment, call: Call, timeout: float | None) -> Any:
+    call.reply_port = pump
+    call.waiter = None
+    target.submit(call)
+    deadline = INF if timeout is None else time.monotonic() + timeout
+    if not pump.pump_until(lambda: call.waiter is not None, deadline):
+        call.abandon()
+        raise TimeoutError(f"{call.name!r} did not complete within {timeout} s")
+    return call.result()
+
+
+def block_on_call_pumping(call: Call, submit: Callable[[Call], None], deadline: float = INF) -> bool:
+    """Like :func:`block_on_call`, but a pumping STA serves calls while it waits; False on timeout."""
+    pump = tls.pump
+    if pump is None:
+        lock = _thread.allocate_lock()
+        lock.acquire()
+        call.waiter = lock
+        submit(call)
+        return lock.acquire(timeout=-1 if deadline == INF else max(0.0, deadline - time.monotonic()))
+    call.reply_port = pump
+    call.waiter = None
+    submit(call)
+    return bool(pump.pump_until(lambda: call.waiter is not None, deadline))
 
 
 def _lock_waiter(lock: Any) -> Call:

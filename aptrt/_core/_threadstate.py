@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ._call import Call
     from ._context import Context
     from ._port import Port
+    from ._pump import PumpPort
 
 
 class _ThreadState(threading.local):
@@ -22,6 +23,8 @@ class _ThreadState(threading.local):
     call: Call | None = None
     #: the context sync code runs in right now on this thread (async tasks use ``_context.context_var``)
     context: Context | None = None
+    #: the inbox of this thread's pumping STA (``aptrt.com``): served while the thread waits
+    pump: PumpPort | None = None
 
 
 #: Written only by the thread it describes.
