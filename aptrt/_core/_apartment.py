@@ -213,7 +213,9 @@ class Apartment:
         self._contexts.add(ctx)
         return ctx
 
-    async def _run_in_context(self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool) -> Any:
+    async def _run_in_context(
+        self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool
+    ) -> Any:
         caller = self._caller()
         if caller is self:
             return await _run_here(ctx, fn, args, is_async=is_async)
@@ -272,9 +274,7 @@ class Apartment:
     async def create(self, cls: Callable[..., Any], *args: Any, interface: type[I], **kwargs: Any) -> Proxy[I]: ...
     @overload
     async def create(self, cls: Callable[..., Any], *args: Any, interface: None = None, **kwargs: Any) -> Any: ...
-    async def create(
-        self, cls: Callable[..., Any], *args: Any, interface: type[I] | None = None, **kwargs: Any
-    ) -> Any:
+    async def create(self, cls: Callable[..., Any], *args: Any, interface: type[I] | None = None, **kwargs: Any) -> Any:
         """Create ``cls(*args, **kwargs)`` in this apartment.
 
         Returns a proxy for *interface* (default: the class's first interface) owned by the caller's

@@ -222,8 +222,9 @@ class Context:
             "it finishes disconnecting when they end"
         )
 
-    def disconnect_blocking(self, timeout: float | None = None, *, cancel_outstanding: bool = False,
-                            reason: str = "context disconnected") -> None:
+    def disconnect_blocking(
+        self, timeout: float | None = None, *, cancel_outstanding: bool = False, reason: str = "context disconnected"
+    ) -> None:
         """The blocking twin of :meth:`disconnect`, for plain threads (a pumping STA serves calls while it
         waits, so outstanding calls on its own thread can finish)."""
         from ._invoke import block_on_call_pumping
@@ -231,7 +232,9 @@ class Context:
         if self._begin(timeout):
             return
         deadline = INF if timeout is None else time.monotonic() + timeout
-        if block_on_call_pumping(Call(None, "disconnect", (), None, None, False, INF, 0, None), self._add_waiter, deadline):
+        if block_on_call_pumping(
+            Call(None, "disconnect", (), None, None, False, INF, 0, None), self._add_waiter, deadline
+        ):
             return
         if cancel_outstanding:
             self._cancel_outstanding(reason)

@@ -124,9 +124,7 @@ class WouldDeadlockError(COMError, RuntimeError):
 
     default_hresult = HRESULT.CONTEXT_E_WOULD_DEADLOCK
 
-    def __init__(
-        self, message: str | None = None, *, cycle: Sequence[str] = (), hresult: int | None = None
-    ) -> None:
+    def __init__(self, message: str | None = None, *, cycle: Sequence[str] = (), hresult: int | None = None) -> None:
         self.cycle = tuple(cycle)
         super().__init__(message, hresult=hresult)
 

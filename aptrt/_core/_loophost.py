@@ -289,4 +289,3 @@ class LoopHost:
         if port is not None:
             port.closing = True
             self._shutdown_port(port)
-

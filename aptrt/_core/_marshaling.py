@@ -252,5 +252,3 @@ class AgileReference(Generic[I]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
-
-

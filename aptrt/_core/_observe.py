@@ -104,7 +104,9 @@ def dump(runtime: Runtime | None = None, file: TextIO | None = None) -> str:
                 )
             for ctx in apartment.contexts():
                 cs = ctx.statistics()
-                out.append(f"    context {cs.token} {cs.state.value}: objects={cs.objects} outstanding={cs.outstanding}")
+                out.append(
+                    f"    context {cs.token} {cs.state.value}: objects={cs.objects} outstanding={cs.outstanding}"
+                )
         edges = rt.wait_for.edges()
         out.append("  wait-for graph:" + ("" if edges else " (empty)"))
         for chain, gate, holders in edges:

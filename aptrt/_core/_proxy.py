@@ -125,7 +125,8 @@ def _check(proxy: Proxy[Any]) -> tuple[Apartment, Stub]:
         )
     if apartment.closing:
         raise DisconnectedError(
-            f"{proxy!r} belongs to apartment {apartment.name!r}, which shut down", reason=DisconnectReason.CLIENT_SHUTDOWN
+            f"{proxy!r} belongs to apartment {apartment.name!r}, which shut down",
+            reason=DisconnectReason.CLIENT_SHUTDOWN,
         )
     if proxy._released:
         raise InvalidArgumentError(f"{proxy!r} was released")
@@ -141,9 +142,7 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
         state = tls
         apartment = self._apartment
         current = state.apartment
-        if (current is not apartment and not apartment.admits(current)) or (
-            self._released or self._stub.disconnected
-        ):
+        if (current is not apartment and not apartment.admits(current)) or (self._released or self._stub.disconnected):
             _check(self)  # raises the right error
         stub = self._stub
         target = stub.apartment
@@ -292,4 +291,3 @@ def blocking(proxy: Proxy[I], *, timeout: float | None = None) -> BlockingProxy[
 def as_interface(proxy: Proxy[I]) -> I:
     """*proxy*, typed as its interface for static checkers (runtime no-op)."""
     return cast(I, proxy)
-

@@ -109,8 +109,7 @@ class WaitForGraph:
                     cycle = path[start:] or cycle
                 names = [g.label for g in cycle] + [gate.label]
                 raise WouldDeadlockError(
-                    f"{call.name!r} would wait at {gate.label} for a call that waits for it: "
-                    + " → ".join(names),
+                    f"{call.name!r} would wait at {gate.label} for a call that waits for it: " + " → ".join(names),
                     cycle=names,
                 )
             self._waiting.setdefault(call.causality, []).append(gate)
@@ -153,9 +152,7 @@ class WaitForGraph:
     def edges(self) -> list[tuple[int, str, list[int]]]:
         """(waiting chain, gate, chains holding that gate) for :func:`aptrt.dump`."""
         with self._lock:
-            return [
-                (chain, gate.label, list(gate.holders)) for chain, gates in self._waiting.items() for gate in gates
-            ]
+            return [(chain, gate.label, list(gate.holders)) for chain, gates in self._waiting.items() for gate in gates]
 
 
 def class_policy(cls: type) -> Reentrancy | None:
@@ -165,8 +162,13 @@ def class_policy(cls: type) -> Reentrancy | None:
     return policy if isinstance(policy, Reentrancy) else Reentrancy(policy)
 
 
-def gate_for(call: Call, apartment_gate: Gate | None, object_gates: dict[int, Gate], apartment: Apartment,
-             make_label: Callable[[Any], str]) -> Gate | None:
+def gate_for(
+    call: Call,
+    apartment_gate: Gate | None,
+    object_gates: dict[int, Gate],
+    apartment: Apartment,
+    make_label: Callable[[Any], str],
+) -> Gate | None:
     """The gate a call must pass: its object's (class override), else its apartment's (None: ALLOW)."""
     stub = call.stub
     if stub is not None:

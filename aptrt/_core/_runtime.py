@@ -378,5 +378,3 @@ def current_apartment() -> Apartment:
     if apartment is not None:
         return apartment
     return current_runtime().mta
-
-

@@ -121,8 +121,9 @@ class ExportTable:
         if ctx is None or ctx.apartment is not self.apartment:
             return self.apartment.default_context
         if ctx.state.value != "open":
-            raise DisconnectedError(f"{ctx!r} is disconnecting; no new object joins it",
-                                    reason=DisconnectReason.CONTEXT_DISCONNECTED)
+            raise DisconnectedError(
+                f"{ctx!r} is disconnecting; no new object joins it", reason=DisconnectReason.CONTEXT_DISCONNECTED
+            )
         return ctx
 
     def release_later(self, stub: Stub) -> None:
