@@ -113,13 +113,20 @@ class LoopHost:
         fn = admit(call, self.counters)
         if fn is None:
             return
-        gate = apartment.gate_for(call)
-        if gate is not None:
-            if not gate.admits(call):
-                self._hold(call, fn, gate)
-                return
-            self._take_gate(call, gate)
-        self._run(call, fn, port)
+        stub = call.stub
+        if apartment.gate is not None or (stub is not None and stub.info.reentrancy is not None):
+            gate = apartment.gate_for(call)
+            if gate is not None:
+                if not gate.admits(call):
+                    self._hold(call, fn, gate)
+                    return
+                self._take_gate(call, gate)
+        if call.is_async:
+            self._run(call, fn, port)
+        else:  # the common case, inline: a sync method runs now, on this thread
+            run_inline(call, fn, apartment, self.counters)
+            if call.gate is not None:
+                self._leave_gate(call, port)
 
     def _run(self, call: Call, fn: Any, port: Port) -> None:
         if call.is_async:

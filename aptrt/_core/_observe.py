@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TextIO
 
@@ -27,9 +28,9 @@ class Histogram:
         self.buckets = [0] * _BUCKETS
         self.count = 0
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float, _log2: Callable[[float], float] = math.log2) -> None:
         micros = seconds * 1e6
-        index = int(math.log2(micros) * _STEPS_PER_OCTAVE) + 1 if micros > 1.0 else 0
+        index = int(_log2(micros) * _STEPS_PER_OCTAVE) + 1 if micros > 1.0 else 0
         self.buckets[index if index < _BUCKETS else _BUCKETS - 1] += 1
         self.count += 1
 

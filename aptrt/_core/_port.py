@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -46,6 +46,22 @@ try:  # the fast path of AsyncioPort.caller_deadline reads anyio's task states (
     _task_states_get: Callable[[Any], Any] | None = _task_states.data.get  # type: ignore[attr-defined]
 except (ImportError, AttributeError):  # pragma: no cover - depends on the anyio version
     _task_states_get = None
+
+
+def _trio_has_fast_deadline() -> bool:
+    # the attributes TrioPort.caller_deadline walks; checked once, else the public API is used
+    from trio._core._run import CancelScope as TrioCancelScope
+    from trio._core._run import CancelStatus
+
+    fields = {a.name for a in TrioCancelScope.__attrs_attrs__}
+    status_fields = {a.name for a in CancelStatus.__attrs_attrs__}
+    return {"_deadline", "_shield"} <= fields and {"_scope", "_parent", "effectively_cancelled"} <= status_fields
+
+
+try:
+    _TRIO_FAST_DEADLINE = _trio_has_fast_deadline()
+except (ImportError, AttributeError):  # pragma: no cover - depends on the trio version
+    _TRIO_FAST_DEADLINE = False
 
 
 def _anyio_deadline() -> float:
@@ -156,6 +172,11 @@ class Port:
 
     # -- caller side (loop thread, inside a task) ------------------------------------------------------
 
+    def send(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[Any]:
+        """Queue *call* with *submit* (which raises if the target refuses it) and return what to await
+        for its reply (the hot path: no coroutine frame of its own). Loop thread, inside a task."""
+        raise NotImplementedError
+
     async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
         """Queue *call* with *submit* (which raises if the target refuses it), wait for the reply, and
         return the result (or raise the callee's error).
@@ -163,7 +184,16 @@ class Port:
         On cancellation the call is abandoned (its scope in the callee is cancelled, a late reply is
         dropped) and the cancellation propagates in the caller's own loop.
         """
-        raise NotImplementedError
+        waiting = self.send(call, submit)
+        try:
+            await waiting
+        except BaseException:
+            if not call.abandoned:
+                call.abandon()
+            raise
+        if call.error is not None and type(call.error) is DeadlineExceededError:
+            await defer_to_own_deadline(self)
+        return call.result()
 
     def caller_deadline(self) -> float:
         """The running task's effective anyio deadline, on the monotonic clock (``INF`` when none)."""
@@ -190,19 +220,12 @@ class AsyncioPort(Port):
         if not fut.done():
             fut.set_result(None)
 
-    async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
+    def send(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[Any]:
         fut = self._create_future()
         call.waiter = fut
         call.reply_port = self
         submit(call)
-        try:
-            await fut
-        except BaseException:
-            call.abandon()
-            raise
-        if type(call.error) is DeadlineExceededError:
-            await _defer_to_own_deadline(self)
-        return call.result()
+        return fut
 
     def caller_deadline(self) -> float:
         if _task_states_get is None:  # anyio's internals changed: use the public, slower API
@@ -216,7 +239,8 @@ class AsyncioPort(Port):
         scope = state.cancel_scope
         deadline = INF
         while scope is not None:
-            deadline = min(deadline, scope._deadline)
+            if scope._deadline < deadline:  # noqa: PLR1730 - min() is a call on the hot path
+                deadline = scope._deadline
             if scope._cancel_called:
                 deadline = -INF
                 break
@@ -242,7 +266,7 @@ class TrioPort(Port):
         if not call.abandoned:
             trio.lowlevel.reschedule(call.waiter)
 
-    async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
+    def send(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[Any]:
         call.waiter = trio.lowlevel.current_task()
         call.reply_port = self
         submit(call)
@@ -251,19 +275,30 @@ class TrioPort(Port):
             call.abandon()
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        if type(call.error) is DeadlineExceededError:
-            await _defer_to_own_deadline(self)
-        return call.result()
+        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105 - the caller awaits it
 
     def caller_deadline(self) -> float:
-        deadline = trio.current_effective_deadline()
+        if not _TRIO_FAST_DEADLINE:
+            deadline = trio.current_effective_deadline()
+        else:
+            # trio's CancelStatus.effective_deadline(), iterative: the public one recurses per scope
+            status: Any = trio.lowlevel.current_task()._cancel_status
+            if status.effectively_cancelled:
+                return -INF
+            deadline = INF
+            while status is not None:
+                scope = status._scope
+                if scope._deadline < deadline:  # noqa: PLR1730 - min() is a call on the hot path
+                    deadline = scope._deadline
+                if scope._shield:
+                    break
+                status = status._parent
         if deadline == INF:
             return INF
         return time.monotonic() + (deadline - trio.current_time())
 
 
-async def _defer_to_own_deadline(port: Port) -> None:
+async def defer_to_own_deadline(port: Port) -> None:
     """The callee stopped at the caller's deadline, possibly a hair before the caller's clock says so.
     Wait for the caller's own scope to fire, so ``move_on_after`` stays quiet and ``fail_after`` raises
     as it always does; only a caller with no deadline left gets the callee's TimeoutError."""

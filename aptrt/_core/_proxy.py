@@ -6,9 +6,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
-from ._call import Call, new_causality
+from ._call import Call, _causality_ids
 from ._exceptions import (
     CallRejectedError,
+    DeadlineExceededError,
     DisconnectedError,
     DisconnectReason,
     InvalidArgumentError,
@@ -19,6 +20,7 @@ from ._flow import NoRoom
 from ._interface import Interface, class_info, is_com_object, resolve_interface
 from ._invoke import call_when_room, invoke, invoke_blocking, new_call, retry_rejected
 from ._marshal import is_plain, marshal_args, marshal_kwargs
+from ._port import defer_to_own_deadline
 from ._threadstate import current_call_var, tls
 
 if TYPE_CHECKING:
@@ -161,11 +163,11 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
             stub,
             stub.info.is_async[name],
             port.caller_deadline(),
-            parent.causality if parent is not None else new_causality(),
+            parent.causality if parent is not None else next(_causality_ids),
             apartment,
         )
         try:
-            return await port.call(call, target.submit)
+            waiting = port.send(call, target.submit)
         except NoRoom:  # the target's bounded inbox is full and makes callers wait
             return await call_when_room(target, call)
         except CallRejectedError as exc:
@@ -177,6 +179,23 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
                 target,
                 exc,
             )
+        try:
+            await waiting
+        except BaseException:
+            if not call.abandoned:
+                call.abandon()
+            raise
+        if call.error is not None:
+            if type(call.error) is DeadlineExceededError:
+                await defer_to_own_deadline(port)
+            if apartment.retry_policy is not None and isinstance(call.error, CallRejectedError):
+                return await retry_rejected(
+                    apartment,
+                    lambda: new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment),
+                    target,
+                    call.error,
+                )
+        return call.result()
 
     method.__name__ = method.__qualname__ = name
     return method

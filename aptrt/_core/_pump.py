@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._call import INF, RUNNING, Call
-from ._exceptions import DisconnectReason
+from ._exceptions import DisconnectReason, WrongThreadError
 from ._execute import closed_error, run_inline
 from ._loophost import LoopHost
 from ._port import Port
@@ -76,8 +76,8 @@ class PumpPort(Port):
         """Serve whatever is queued now, without waiting (a message loop's PeekMessage pass)."""
         self.pump_until(lambda: True)
 
-    async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:  # pragma: no cover
-        raise RuntimeError("a pumping STA has no event loop: use blocking calls")
+    def send(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[Any]:
+        raise WrongThreadError("a pumping STA has no event loop: use blocking calls")
 
     def caller_deadline(self) -> float:
         return INF
