@@ -51,7 +51,7 @@ def registration_of(what: uuid.UUID | str | type) -> ClassRegistration:
     try:
         return registry.lookup(what)
     except ClassNotRegisteredError:
-        if isinstance(what, type) and getattr(what, "__clsid__", None) is None:
+        if isinstance(what, type) and vars(what).get("__clsid__") is None:
             model = getattr(what, "__threading_model__", ThreadingModel.APARTMENT)
             return ClassRegistration(uuid.UUID(int=0), what, model)
         raise

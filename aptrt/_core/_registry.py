@@ -62,6 +62,8 @@ class ClassRegistry:
         self._lock = threading.Lock()
         self._by_clsid: dict[uuid.UUID, ClassRegistration] = {}
         self._progids: dict[str, uuid.UUID] = {}
+        #: registered class (or factory) → its CLSID, for lookups by class
+        self._by_class: dict[object, uuid.UUID] = {}
         #: version-independent ProgID → its CurVer (the versioned ProgID)
         self._curver: dict[str, str] = {}
         self._entry_points_loaded = False
@@ -85,6 +87,7 @@ class ClassRegistry:
         )
         with self._lock:
             self._by_clsid[registration.clsid] = registration
+            self._by_class[cls] = registration.clsid
             if progid:
                 self._progids[progid.lower()] = registration.clsid
             if version_independent_progid:
@@ -100,6 +103,8 @@ class ClassRegistry:
             registration = self._by_clsid.pop(key, None)
             if registration is None:
                 raise ClassNotRegisteredError(f"no class is registered under {key}")
+            if self._by_class.get(registration.cls) == key:
+                del self._by_class[registration.cls]
             for name in (registration.progid, registration.version_independent_progid):
                 if name and self._progids.get(name.lower()) == key:
                     del self._progids[name.lower()]
@@ -125,7 +130,9 @@ class ClassRegistry:
         if isinstance(what, uuid.UUID):
             return what
         if isinstance(what, type) or callable(what):
-            clsid = getattr(what, "__clsid__", None)
+            # the class's own registration only: a subclass of a registered class is not registered
+            with self._lock:
+                clsid = self._by_class.get(what)
             if clsid is None:
                 raise ClassNotRegisteredError(f"{what!r} is not a registered class (use @aptrt.coclass)")
             return clsid  # type: ignore[no-any-return]

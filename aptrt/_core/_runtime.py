@@ -242,6 +242,8 @@ class Runtime:
     # -- activation ------------------------------------------------------------------------------------
 
     def _caller_apartment(self) -> Apartment:
+        if self._state != "open":
+            raise NotInitializedError("the runtime is not open")
         current = tls.apartment
         return current if current is not None else self.mta
 
