@@ -135,7 +135,7 @@ class ClassRegistry:
                 clsid = self._by_class.get(what)
             if clsid is None:
                 raise ClassNotRegisteredError(f"{what!r} is not a registered class (use @aptrt.coclass)")
-            return clsid  # type: ignore[no-any-return]
+            return clsid
         if isinstance(what, str):
             text = what.strip()
             if text.startswith("{") or _looks_like_guid(text):
