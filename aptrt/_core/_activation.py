@@ -14,15 +14,16 @@ the main STA's part, as COM does.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._apartment import Apartment, ApartmentKind, _narrow
 from ._exceptions import ClassNotRegisteredError
-from ._factory import CLSCTX, ClassFactory, ClassObjectEntry, IClassFactory
+from ._context import Context
+from ._factory import CLSCTX, ClassFactory, IClassFactory
 from ._interface import Interface, is_com_object
-from ._marshal import by_reference
 from ._registry import ClassRegistration, ThreadingModel, registry
 
 if TYPE_CHECKING:
@@ -57,62 +58,64 @@ def registration_of(what: uuid.UUID | str | type) -> ClassRegistration:
         raise
 
 
-def find_class_object(rt: Runtime, clsid: uuid.UUID, caller: Apartment, context: CLSCTX) -> ClassObjectEntry | None:
-    if clsid.int == 0:
-        return None
-    return rt.class_objects.find(clsid, caller, context)
+def _clsid_of(what: uuid.UUID | str | type) -> uuid.UUID | None:
+    """The CLSID *what* names, or None for a class that is not registered (it may still be created)."""
+    try:
+        return registry.resolve(what)
+    except ClassNotRegisteredError:
+        if isinstance(what, type):
+            return None
+        raise
+
+
+def _plan(
+    rt: Runtime, what: uuid.UUID | str | type, interface: type[Interface] | None, context: CLSCTX
+) -> tuple[Apartment | Context | str, Callable[[], Any]]:
+    """Where to create the object (an apartment, a class object's context, or a host STA's role) and
+    the function that creates it there. Class objects registered with the runtime come first; the
+    registry (by threading model) after."""
+    caller = rt._caller_apartment()
+    clsid = _clsid_of(what)
+    entry = rt.class_objects.find(clsid, caller, context) if clsid is not None else None
+    if entry is not None:
+        # the class object lives in its apartment (and context): it is called there, never marshaled
+        where: Apartment | Context = entry.owner_context or entry.apartment
+        return where, functools.partial(_create_with, entry.factory, interface)
+    registration = registration_of(what)
+    target = placement(rt, registration.threading_model, caller)
+    return target, functools.partial(_create_registered, registration, interface)
 
 
 async def create_instance(
     rt: Runtime, what: uuid.UUID | str | type, interface: type[Interface] | None, context: CLSCTX
 ) -> Any:
-    caller = rt._caller_apartment()
-    registration = registration_of(what)
-    entry = find_class_object(rt, registration.clsid, caller, context)
-    if entry is not None:
-        # the class object lives in its apartment (and context): hand it over as it is, not marshaled
-        if entry.owner_context is not None:
-            result = await entry.owner_context.run_sync(_create_with, by_reference(entry.factory), interface)
-        else:
-            result = await entry.apartment.run_sync(_create_with, by_reference(entry.factory), interface)
-    else:
-        target = placement(rt, registration.threading_model, caller)
-        if isinstance(target, str):
-            target = await rt._host_sta(target)
-        result = await target.run_sync(_create_registered, registration, interface)
-    return _narrow(result, interface)
+    where, make = _plan(rt, what, interface, context)
+    if isinstance(where, str):
+        where = await rt._host_sta(where)
+    return _narrow(await where.run_sync(make), interface)
 
 
 def create_instance_blocking(
     rt: Runtime, what: uuid.UUID | str | type, interface: type[Interface] | None, context: CLSCTX
 ) -> Any:
-    caller = rt._caller_apartment()
-    registration = registration_of(what)
-    entry = find_class_object(rt, registration.clsid, caller, context)
-    if entry is not None:
-        if entry.owner_context is not None:
-            result = entry.owner_context.run_sync_blocking(_create_with, by_reference(entry.factory), interface)
-        else:
-            result = entry.apartment.run_sync_blocking(_create_with, by_reference(entry.factory), interface)
-    else:
-        target = placement(rt, registration.threading_model, caller)
-        if isinstance(target, str):
-            target = rt._host_sta_blocking(target)
-        result = target.run_sync_blocking(_create_registered, registration, interface)
-    return _narrow(result, interface)
+    where, make = _plan(rt, what, interface, context)
+    if isinstance(where, str):
+        where = rt._host_sta_blocking(where)
+    return _narrow(where.run_sync_blocking(make), interface)
 
 
 async def get_class_object(rt: Runtime, what: uuid.UUID | str | type, context: CLSCTX) -> Any:
     """The class object for *what*, as the caller's apartment sees it (a proxy or the object)."""
     caller = rt._caller_apartment()
-    registration = registration_of(what)
-    entry = find_class_object(rt, registration.clsid, caller, context)
+    clsid = _clsid_of(what)
+    entry = rt.class_objects.find(clsid, caller, context) if clsid is not None else None
     if entry is not None:
-        return await entry.apartment.run_sync(_identity, by_reference(entry.factory))
+        return await entry.apartment.run_sync(functools.partial(_identity, entry.factory))
+    registration = registration_of(what)
     target = placement(rt, registration.threading_model, caller)
     if isinstance(target, str):
         target = await rt._host_sta(target)
-    return await target.run_sync(ClassFactory, registration)
+    return await target.run_sync(functools.partial(ClassFactory, registration))
 
 
 def _create_with(factory: Any, interface: type[Interface] | None) -> Any:

@@ -90,8 +90,9 @@ class Apartment:
         self.runtime = runtime
         self.name = name
         self.exports = ExportTable(self)
-        #: proxies this apartment holds (weakly): released when it shuts down
-        self.imports: weakref.WeakSet[Proxy[Any]] = weakref.WeakSet()
+        #: proxies this apartment holds (weakly, by identity: equal proxies are distinct references),
+        #: released when it shuts down
+        self.imports: weakref.WeakValueDictionary[int, Proxy[Any]] = weakref.WeakValueDictionary()
         #: set once, when shutdown begins: new calls are refused from then on
         self.closing = False
         #: the context objects belong to unless code runs in another one
@@ -129,7 +130,7 @@ class Apartment:
 
     def _release_imports(self) -> None:
         """The apartment shuts down: give back every remote reference its proxies hold."""
-        for proxy in list(self.imports):
+        for proxy in list(self.imports.values()):
             proxy.release()
         self.runtime.class_objects.revoke_apartment(self)
 

@@ -25,7 +25,7 @@ from ._exceptions import (
 from ._flow import CallType, FilterDecision, IncomingCall
 from ._marshal import PLAIN, marshal
 from ._observe import Histogram, Instrument, event_of
-from ._threadstate import current_call_var, tls
+from ._threadstate import apartment_var, current_call_var, tls
 
 logger = logging.getLogger("aptrt")
 
@@ -169,6 +169,8 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
     """Run an async callee as a task in its own cancel scope (under the caller's deadline), and reply."""
     current_call_var.set(call)
     context_var.set(call.context)
+    if apartment.accepts_any_thread:  # neutral code running as a task: this task is in the NA
+        apartment_var.set(apartment)
     counters.running += 1
     counters.running_calls[call] = None
     instruments = apartment.instruments

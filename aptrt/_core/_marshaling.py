@@ -91,6 +91,8 @@ class MarshalData:
                 obj = self._weak() if self._weak is not None else None
                 if obj is None or self._home is None or self._home.closing:
                     raise ObjectNotConnectedError("the object of this weak marshal data is gone")
+                if self._home is apartment:
+                    return obj  # at home: the object itself, no stub
                 weak_stub = self._home.exports.export(obj)
                 if weak_stub.apartment is apartment:
                     return obj

@@ -157,6 +157,7 @@ class MTA(Apartment):
                         item = get_nowait()
                     except queue.Empty:
                         break
+                item = fn = None  # don't keep the last call (its arguments, result, object) alive while idle
                 with lock:
                     self._idle += 1
         finally:

@@ -50,10 +50,17 @@ class NeutralApartment(Apartment):
                 call.runner = port
                 call.phase = RUNNING
                 port.host.spawn(run_task, call, fn, self, counters, port)
-            elif call.is_async:
-                run_inline(call, lambda *a, **k: anyio.run(_await, fn, a, k), self, counters)
             else:
-                run_inline(call, fn, self, counters)
+                # a thread running neutral code is in the neutral apartment for that time (as in COM)
+                previous = tls.apartment
+                tls.apartment = self
+                try:
+                    if call.is_async:
+                        run_inline(call, lambda *a, **k: anyio.run(_await, fn, a, k), self, counters)
+                    else:
+                        run_inline(call, fn, self, counters)
+                finally:
+                    tls.apartment = previous
 
     def _thread_counters(self) -> Counters:
         try:

@@ -225,7 +225,7 @@ def make_proxy(stub: Stub, apartment: Apartment, interface: type[I]) -> Proxy[I]
     proxy._interface = interface
     stub.addref()
     proxy._released = False
-    apartment.imports.add(proxy)
+    apartment.imports[id(proxy)] = proxy
     return proxy
 
 

@@ -8,6 +8,7 @@ names a module (imported, so its decorators run) or a callable (called with the 
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from ._interface import to_uuid
 T = TypeVar("T", bound=type)
 
 ENTRY_POINT_GROUP = "aptrt.classes"
+
+logger = logging.getLogger("aptrt")
 
 
 class ThreadingModel(enum.Enum):
@@ -168,9 +171,13 @@ class ClassRegistry:
             self._entry_points_loaded = True
         count = 0
         for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            loaded = entry_point.load()
-            if callable(loaded) and not isinstance(loaded, type):
-                loaded(self)
+            try:
+                loaded = entry_point.load()
+                if callable(loaded) and not isinstance(loaded, type):
+                    loaded(self)
+            except Exception:  # one broken package must not hide every other package's classes
+                logger.exception("aptrt: could not load the classes of entry point %r", entry_point.name)
+                continue
             count += 1
         return count
 

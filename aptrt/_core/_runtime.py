@@ -28,7 +28,7 @@ from ._observe import Instrument
 from ._reentrancy import WaitForGraph
 from ._registry import registry
 from ._sta import STA
-from ._threadstate import tls
+from ._threadstate import apartment_var, tls
 
 I = TypeVar("I", bound=Interface)
 
@@ -376,7 +376,7 @@ def current_apartment() -> Apartment:
 
     :raises NotInitializedError: the thread is in no apartment and no runtime is open
     """
-    apartment = tls.apartment
+    apartment = apartment_var.get() or tls.apartment
     if apartment is not None:
         return apartment
     return current_runtime().mta

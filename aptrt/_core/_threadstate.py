@@ -30,6 +30,9 @@ class _ThreadState(threading.local):
 #: Written only by the thread it describes.
 tls = _ThreadState()
 
+#: The apartment an async task runs in when it differs from its thread's (neutral code run as a task)
+apartment_var: ContextVar[Apartment | None] = ContextVar("aptrt_apartment", default=None)
+
 #: The call an async callee task is serving (each task has its own copy of the context).
 current_call_var: ContextVar[Call | None] = ContextVar("aptrt_current_call", default=None)
 
