@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._apartment import Apartment, ApartmentKind, _narrow
-from ._exceptions import ClassNotRegisteredError
 from ._context import Context
+from ._exceptions import ClassNotRegisteredError
 from ._factory import CLSCTX, ClassFactory, IClassFactory
 from ._interface import Interface, is_com_object
 from ._registry import ClassRegistration, ThreadingModel, registry
