@@ -92,6 +92,8 @@ async def create_instance(
     where, make = _plan(rt, what, interface, context)
     if isinstance(where, str):
         where = await rt._host_sta(where)
+    if isinstance(where, Context):  # a factory registered in a context: counted there while it runs
+        return _narrow(await where._call_counted(make), interface)
     return _narrow(await where.run_sync(make), interface)
 
 
@@ -101,6 +103,8 @@ def create_instance_blocking(
     where, make = _plan(rt, what, interface, context)
     if isinstance(where, str):
         where = rt._host_sta_blocking(where)
+    if isinstance(where, Context):
+        return _narrow(where._call_counted_blocking(make), interface)
     return _narrow(where.run_sync_blocking(make), interface)
 
 
@@ -109,8 +113,8 @@ async def get_class_object(rt: Runtime, what: uuid.UUID | str | type, context: C
     caller = rt._caller_apartment()
     clsid = _clsid_of(what)
     entry = rt.class_objects.find(clsid, caller, context) if clsid is not None else None
-    if entry is not None:
-        return await entry.apartment.run_sync(functools.partial(_identity, entry.factory))
+    if entry is not None:  # handed out in its own context, so it is disconnected with it
+        return await (entry.owner_context or entry.apartment).run_sync(functools.partial(_identity, entry.factory))
     registration = registration_of(what)
     target = placement(rt, registration.threading_model, caller)
     if isinstance(target, str):

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, overload
 
 from ._call import Call
 from ._context import Context, context_var
-from ._exceptions import ApartmentClosedError, InvalidArgumentError, NotSupportedError
+from ._exceptions import (
+    ApartmentClosedError,
+    DisconnectedError,
+    DisconnectReason,
+    InvalidArgumentError,
+    NotSupportedError,
+)
 from ._flow import InboxBound, MessageFilter, Overflow, RetryPolicy
 from ._interface import Interface
 from ._invoke import invoke, invoke_blocking, new_call
@@ -215,21 +221,28 @@ class Apartment:
         return ctx
 
     async def _run_in_context(
-        self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool
+        self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool, counted: bool = False
     ) -> Any:
+        """Run *fn* inside *ctx*. ``counted``: as a call on the context's objects (a class factory making
+        one): outstanding while it runs, refused once the context disconnects. Otherwise it is
+        ContextCallback's simulated call, which a disconnect neither waits for nor refuses."""
         caller = self._caller()
-        if caller is self:
-            return await _run_here(ctx, fn, args, is_async=is_async)
         call = new_call(fn, _name(fn), args, None, None, is_async, caller, target=self)
         call.context = ctx
+        call.counted = counted
+        if caller is self:
+            return await _run_here(call, fn, args, is_async=is_async)
         return await invoke(self, call)
 
-    def _run_in_context_blocking(self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    def _run_in_context_blocking(
+        self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, counted: bool = False
+    ) -> Any:
         caller = self._caller()
-        if caller is self:
-            return _run_sync_here(ctx, fn, args)
         call = new_call(fn, _name(fn), args, None, None, False, caller, target=self, blocking=True)
         call.context = ctx
+        call.counted = counted
+        if caller is self:
+            return _run_sync_here(call, fn, args)
         return invoke_blocking(self, call, None)
 
     # -- membership ------------------------------------------------------------------------------------
@@ -327,23 +340,41 @@ class Apartment:
         )
 
 
-async def _run_here(ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool) -> Any:
+async def _run_here(call: Call, fn: Callable[..., Any], args: tuple[Any, ...], *, is_async: bool) -> Any:
     if not is_async:
-        return _run_sync_here(ctx, fn, args)
+        return _run_sync_here(call, fn, args)
+    ctx = call.context
+    assert ctx is not None
+    _enter_counted(call, ctx)
     token = context_var.set(ctx)
     try:
         return await fn(*args)
     finally:
         context_var.reset(token)
+        if call.counted:
+            ctx.exit(call)
 
 
-def _run_sync_here(ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+def _run_sync_here(call: Call, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    ctx = call.context
+    assert ctx is not None
+    _enter_counted(call, ctx)
     previous = tls.context
     tls.context = ctx
     try:
         return fn(*args)
     finally:
         tls.context = previous
+        if call.counted:
+            ctx.exit(call)
+
+
+def _enter_counted(call: Call, ctx: Context) -> None:
+    if call.counted and not ctx.enter(call):
+        call.counted = False
+        raise DisconnectedError(
+            f"{ctx!r} refuses calls: it is disconnecting", reason=DisconnectReason.CONTEXT_DISCONNECTED
+        )
 
 
 def _name(fn: Callable[..., Any]) -> str:

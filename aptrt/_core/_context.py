@@ -108,6 +108,13 @@ class Context:
         """The blocking twin of :meth:`run_sync`, for plain threads."""
         return self.apartment._run_in_context_blocking(self, fn, args)  # type: ignore[no-any-return]
 
+    async def _call_counted(self, fn: Callable[..., T]) -> T:
+        """Run *fn* in this context as a call on its objects (a class factory's CreateInstance)."""
+        return await self.apartment._run_in_context(self, fn, (), is_async=False, counted=True)  # type: ignore[no-any-return]
+
+    def _call_counted_blocking(self, fn: Callable[..., T]) -> T:
+        return self.apartment._run_in_context_blocking(self, fn, (), counted=True)  # type: ignore[no-any-return]
+
     # -- call accounting (executing thread) ----------------------------------------------------------
 
     def enter(self, call: Call) -> bool:
@@ -227,8 +234,10 @@ class Context:
     ) -> None:
         """The blocking twin of :meth:`disconnect`, for plain threads (a pumping STA serves calls while it
         waits, so outstanding calls on its own thread can finish)."""
-        from ._invoke import block_on_call_pumping
+        from ._invoke import block_on_call_pumping, refuse_on_loop
 
+        if tls.pump is None:
+            refuse_on_loop("disconnect_blocking")
         if self._begin(timeout):
             return
         deadline = INF if timeout is None else time.monotonic() + timeout
@@ -283,6 +292,14 @@ def current_context() -> Context:
     from ._runtime import current_apartment
 
     return current_apartment().default_context
+
+
+def creation_context() -> Context | None:
+    """The disconnectable context code runs in now (None in a default context): new objects join it."""
+    ctx = tls.context or context_var.get()
+    if ctx is None or ctx.default:
+        return None
+    return ctx
 
 
 def context_token() -> int:

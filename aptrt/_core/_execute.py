@@ -106,6 +106,18 @@ def admit(call: Call, counters: Counters) -> Any:
         call.fail(DeadlineExceededError(f"the deadline of {call.name!r} passed while it was queued"))
         return None
     fn = call.fn
+    if fn is not None and call.counted:  # a class factory's call in its context: counted like an object's
+        ctx = call.context
+        assert ctx is not None
+        if not ctx.enter(call):
+            call.counted = False
+            counters.failed += 1
+            call.fail(
+                DisconnectedError(
+                    f"{ctx!r} refuses calls: it is disconnecting", reason=DisconnectReason.CONTEXT_DISCONNECTED
+                )
+            )
+            return None
     if fn is None:
         stub = call.stub
         assert stub is not None

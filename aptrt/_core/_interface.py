@@ -41,6 +41,19 @@ class Interface:
     #: the methods of this interface and of the interfaces it derives from
     __interface_methods__: ClassVar[frozenset[str]] = frozenset()
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__new__(cls)
+        # an object made while code runs in a disconnectable context belongs to it (see _context)
+        from ._context import creation_context
+
+        ctx = creation_context()
+        if ctx is not None:
+            try:
+                object.__setattr__(obj, "_aptrt_context", ctx)
+            except AttributeError:  # __slots__ without room for it: it joins the context on export
+                pass
+        return obj
+
     def __init_subclass__(cls, *, iid: uuid.UUID | str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if iid is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,6 +28,19 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 _STOP = object()
+
+
+class _FlushMarked(FlushReleases):
+    __slots__ = ()
+
+    def handle(self, port: object) -> None:
+        mta = self.apartment
+        assert isinstance(mta, MTA)
+        try:
+            mta._flush_marks.popleft()
+        except IndexError:
+            pass
+        super().handle(None)
 
 
 def default_workers() -> int:
@@ -59,6 +73,8 @@ class MTA(Apartment):
         self._loop: LoopHost | None = None
         self._stop_waiters: list[Call] = []
         self._closed = threading.Event()
+        #: one mark per FlushReleases message in the queue (so statistics count calls only)
+        self._flush_marks: deque[None] = deque()
 
     # -- any thread ------------------------------------------------------------------------------------
 
@@ -81,19 +97,21 @@ class MTA(Apartment):
             self._maybe_spawn()
 
     def _nudge(self) -> None:
-        self._queue.put(FlushReleases(self))  # SimpleQueue.put is reentrant: safe from __del__
+        self._flush_marks.append(None)
+        self._queue.put(_FlushMarked(self))  # SimpleQueue.put is reentrant: safe from __del__
         # no worker is spawned from here (that takes a lock): an idle worker or the next call flushes
 
     def statistics(self) -> ApartmentStatistics:
-        self.exports.flush_releases()
         with self._lock:
             counters = list(self._counters)
             if self._loop is not None:
                 counters.append(self._loop.counters)
-        queued = self._queue.qsize()
+        # the inbox also carries FlushReleases messages: one mark each in _flush_marks (deque: atomic)
+        queued = max(0, self._queue.qsize() - len(self._flush_marks))
         port = self._loop.port if self._loop is not None else None
         if port is not None:
             queued += port.queued_requests()
+        self.exports.flush_releases()
         return self._stats(queued, counters)
 
     def queued_calls(self) -> list[Call]:

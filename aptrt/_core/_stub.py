@@ -110,14 +110,15 @@ class ExportTable:
                     raise DisconnectedError(
                         f"apartment {self.apartment.name!r} is shutting down", reason=DisconnectReason.SERVER_SHUTDOWN
                     )
-                stub = self._stubs[key] = Stub(obj, self.apartment, self, self._context_for_new())
+                stub = self._stubs[key] = Stub(obj, self.apartment, self, self._context_for_new(obj))
             return stub
 
-    def _context_for_new(self) -> Context:
+    def _context_for_new(self, obj: Any) -> Context:
         from ._context import context_var
         from ._threadstate import tls
 
-        ctx = tls.context or context_var.get()
+        # the context the object was made in, else the one its first export runs in
+        ctx = getattr(obj, "_aptrt_context", None) or tls.context or context_var.get()
         if ctx is None or ctx.apartment is not self.apartment:
             return self.apartment.default_context
         if ctx.state.value != "open":
