@@ -108,6 +108,7 @@ class Apartment:
         self.instruments: list[Instrument] = runtime.instruments
         # load control and reentrancy (see configure())
         self.bound: InboxBound | None = None
+        self._retired_rejected = 0
         self.message_filter: MessageFilter | None = None
         self.retry_policy: RetryPolicy | None = None
         self.reentrancy = Reentrancy.ALLOW
@@ -170,7 +171,11 @@ class Apartment:
         :param reentrancy: ``ALLOW``, ``CALL_CHAIN`` or ``NONE`` (STAs only; the MTA is free-threaded)
         """
         if not isinstance(max_queued, _Unset):
+            old = self.bound
             self.bound = None if max_queued is None else InboxBound(max_queued, Overflow(overflow))
+            if old is not None:  # its queued calls release into it; its waiters try the new bound
+                self._retired_rejected += old.rejected
+                old.retire()
         if not isinstance(message_filter, _Unset):
             self.message_filter = message_filter
         if not isinstance(retry_policy, _Unset):
@@ -334,7 +339,9 @@ class Apartment:
             cancelled=sum(c.cancelled for c in counters),
             expired=sum(c.expired for c in counters),
             exported=len(self.exports),
-            rejected=sum(c.rejected for c in counters) + (bound.rejected if bound is not None else 0),
+            rejected=sum(c.rejected for c in counters)
+            + (bound.rejected if bound is not None else 0)
+            + self._retired_rejected,
             latency_p50=Histogram.percentile(histograms, 0.5),
             latency_p99=Histogram.percentile(histograms, 0.99),
         )

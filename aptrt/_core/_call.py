@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ._apartment import Apartment
     from ._context import Context
+    from ._flow import InboxBound
     from ._port import Port
     from ._reentrancy import Gate
     from ._stub import Stub
@@ -105,8 +106,8 @@ class Call:
     cancel_reason: str | None
     #: the reentrancy gate the call holds while it runs (STA policies other than ALLOW)
     gate: Gate | None
-    #: the call holds a slot of its target's bounded inbox until it is dequeued
-    reserved: bool
+    #: the bounded inbox the call holds a slot of until it is dequeued (None: no slot)
+    reserved: InboxBound | None
 
     def __init__(
         self,
@@ -142,7 +143,7 @@ class Call:
         self.counted = False
         self.cancel_reason = None
         self.gate = None
-        self.reserved = False
+        self.reserved = None
 
     def __repr__(self) -> str:
         phase = ("queued", "running", "replied")[self.phase]

@@ -61,8 +61,8 @@ def closed_error(apartment: Apartment, call: Call) -> DisconnectedError:
 
 def release_slot(apartment: Apartment, call: Call) -> None:
     """*call* left a bounded inbox: free its slot (and let one waiting caller in)."""
-    call.reserved = False
-    bound = apartment.bound
+    bound = call.reserved  # the bound it reserved in, even if the apartment has a new one since
+    call.reserved = None
     if bound is not None:
         bound.release()
 
@@ -98,13 +98,14 @@ def filter_admits(apartment: Apartment, call: Call, counters: Counters) -> bool:
 
 def admit(call: Call, counters: Counters) -> Any:
     """The callable to run for *call*, or None when it must not run (it was answered, or dropped)."""
-    if call.abandoned:
-        counters.cancelled += 1
-        return None  # nobody waits for the reply
+    # expiry first: a caller whose deadline fired has also abandoned the call, and it counts as expired
     if call.deadline != INF and time.monotonic() >= call.deadline:
         counters.expired += 1
         call.fail(DeadlineExceededError(f"the deadline of {call.name!r} passed while it was queued"))
         return None
+    if call.abandoned:
+        counters.cancelled += 1
+        return None  # nobody waits for the reply
     fn = call.fn
     if fn is not None and call.counted:  # a class factory's call in its context: counted like an object's
         ctx = call.context
@@ -145,6 +146,8 @@ def admit(call: Call, counters: Counters) -> Any:
 def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) -> None:
     """Run a sync callee on this thread, now, and reply."""
     call.phase = RUNNING
+    # a pumping STA serves calls while one of its own waits: keep the outer call's identity
+    outer_call, outer_context = tls.call, tls.context
     tls.call = call
     tls.context = call.context
     instruments = apartment.instruments
@@ -167,8 +170,8 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
             call.deliver()
             raise
     finally:
-        tls.call = None
-        tls.context = None
+        tls.call = outer_call
+        tls.context = outer_context
         if call.counted:
             call.context.exit(call)  # type: ignore[union-attr]
         counters.latency.record(time.perf_counter() - call.started)

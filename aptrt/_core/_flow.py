@@ -105,7 +105,7 @@ class InboxBound:
         with self._lock:
             if self.queued < self.max_queued:
                 self.queued += 1
-                call.reserved = True
+                call.reserved = self
                 return
             if self.overflow is Overflow.REJECT:
                 self.rejected += 1
@@ -120,9 +120,22 @@ class InboxBound:
         """A reserved call left the inbox (apartment side): free its slot, wake one waiting caller."""
         with self._lock:
             self.queued -= 1
-            waiter = self._room_waiters.popleft() if self._room_waiters else None
+            waiter = None
+            while self._room_waiters:  # skip callers that stopped waiting (cancelled, timed out)
+                candidate = self._room_waiters.popleft()
+                if not candidate.abandoned:
+                    waiter = candidate
+                    break
         if waiter is not None:
             waiter.deliver()
+
+    def retire(self) -> None:
+        """This bound is replaced or lifted: every caller waiting for room tries again (any thread)."""
+        with self._lock:
+            waiters, self._room_waiters = list(self._room_waiters), deque()
+        for waiter in waiters:
+            if not waiter.abandoned:
+                waiter.deliver()
 
     def when_room(self, waiter: Call) -> None:
         """Answer *waiter* when a slot frees (at once if one is free now)."""

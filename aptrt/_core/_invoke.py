@@ -95,7 +95,8 @@ async def call_when_room(target: Apartment, call: Call) -> Any:
 async def retry_rejected(
     caller: Apartment, make_call: Callable[[], Call], target: Apartment, error: CallRejectedError
 ) -> Any:
-    """The caller's retry policy (RetryRejectedCall): retry a rejected call after the delays it gives."""
+    """The caller's retry policy (RetryRejectedCall): retry a rejected call after the delays it gives.
+    *make_call* builds each new attempt (in the same causality chain as the first)."""
     policy = caller.retry_policy
     attempt = 1
     while True:
@@ -107,6 +108,23 @@ async def retry_rejected(
             return await invoke(target, make_call())
         except CallRejectedError as exc:
             error = exc
+            attempt += 1
+
+
+def retry_rejected_blocking(
+    caller: Apartment, make_call: Callable[[], Call], target: Apartment, timeout: float | None
+) -> Any:
+    """The blocking twin of :func:`retry_rejected` (including the first attempt)."""
+    attempt = 1
+    while True:
+        try:
+            return invoke_blocking(target, make_call(), timeout)
+        except CallRejectedError as exc:
+            policy = caller.retry_policy
+            delay = policy.next_delay(attempt, exc) if policy is not None else None
+            if delay is None:
+                raise
+            time.sleep(delay)
             attempt += 1
 
 
@@ -170,10 +188,12 @@ def invoke_blocking(target: Apartment, call: Call, timeout: float | None) -> Any
             room = _thread.allocate_lock()
             room.acquire()
             bound = target.bound
+            waiter = _lock_waiter(room)
             if bound is not None:
-                bound.when_room(_lock_waiter(room))
+                bound.when_room(waiter)
             left = -1.0 if timeout is None else max(0.0, call.deadline - time.monotonic())
             if not room.acquire(timeout=left):
+                waiter.abandoned = True  # a freed slot must go to someone still waiting
                 raise TimeoutError(f"no room in {target.name!r}'s inbox for {call.name!r} within {timeout} s") from None
     if not lock.acquire(timeout=-1 if timeout is None else timeout):
         call.abandon()

@@ -176,14 +176,14 @@ class LoopHost:
         while pending and gate.admits(pending[0][0]):
             held, fn = pending.popleft()
             graph.done_waiting(held, gate)
-            if held.abandoned:
-                self.counters.cancelled += 1
-                _uncount(held)
-                continue
             if held.expired():
                 self.counters.expired += 1
                 _uncount(held)
                 held.fail(DeadlineExceededError(f"the deadline of {held.name!r} passed while it waited its turn"))
+                continue
+            if held.abandoned:
+                self.counters.cancelled += 1
+                _uncount(held)
                 continue
             self._take_gate(held, gate)
             self._run(held, fn, port)

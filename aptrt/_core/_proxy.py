@@ -18,7 +18,7 @@ from ._exceptions import (
 )
 from ._flow import NoRoom
 from ._interface import Interface, class_info, is_com_object, resolve_interface
-from ._invoke import call_when_room, invoke, invoke_blocking, new_call, retry_rejected
+from ._invoke import call_when_room, invoke, invoke_blocking, new_call, retry_rejected, retry_rejected_blocking
 from ._marshal import is_plain, marshal_args, marshal_kwargs
 from ._port import defer_to_own_deadline
 from ._threadstate import current_call_var, tls
@@ -173,12 +173,7 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
         except CallRejectedError as exc:
             if apartment.retry_policy is None:
                 raise
-            return await retry_rejected(
-                apartment,
-                lambda: new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment),
-                target,
-                exc,
-            )
+            return await retry_rejected(apartment, _retry_maker(call, kwargs), target, exc)
         try:
             await waiting
         except BaseException:
@@ -189,16 +184,34 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
             if type(call.error) is DeadlineExceededError:
                 await defer_to_own_deadline(port)
             if apartment.retry_policy is not None and isinstance(call.error, CallRejectedError):
-                return await retry_rejected(
-                    apartment,
-                    lambda: new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment),
-                    target,
-                    call.error,
-                )
+                return await retry_rejected(apartment, _retry_maker(call, kwargs), target, call.error)
         return call.result()
 
     method.__name__ = method.__qualname__ = name
     return method
+
+
+def _retry_maker(call: Call, kwargs: dict[str, Any] | None, *, first: Call | None = None) -> Callable[[], Call]:
+    """Builds the next attempt of a rejected *call*: same target, arguments and causality chain."""
+    pending = [first] if first is not None else []
+
+    def make() -> Call:
+        if pending:
+            return pending.pop()
+        retry = Call(
+            None,
+            call.name,
+            call.args,
+            call.kwargs,
+            call.stub,
+            call.is_async,
+            call.deadline,
+            call.causality,
+            call.caller,
+        )
+        return retry
+
+    return make
 
 
 _proxy_classes: dict[type[Interface], type[Proxy[Any]]] = {}
@@ -286,7 +299,9 @@ class BlockingProxy(Generic[I]):
         def method(*args: Any, **kwargs: Any) -> Any:
             apartment, stub = _check(proxy)
             call = new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment, blocking=True)
-            return invoke_blocking(stub.apartment, call, timeout)
+            if apartment.retry_policy is None:
+                return invoke_blocking(stub.apartment, call, timeout)
+            return retry_rejected_blocking(apartment, _retry_maker(call, kwargs, first=call), stub.apartment, timeout)
 
         method.__name__ = name
         return method

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._call import INF, RUNNING, Call
+from ._call import INF, REPLY, RUNNING, Call
 from ._exceptions import DisconnectReason, WrongThreadError
 from ._execute import closed_error, run_inline
 from ._loophost import LoopHost
-from ._port import Port
+from ._port import Message, Port, logger
 from ._sta import STA
 from ._threadstate import tls
 
@@ -36,7 +36,14 @@ _DONE = object()
 
 
 class PumpPort(Port):
-    """An inbox drained by its owning thread while it waits (see module docstring)."""
+    """An inbox drained by its owning thread while it waits (see module docstring).
+
+    COM's modal loops nest: A calls B, B calls back into A while A waits, A's callback calls B again.
+    So unlike an event loop's inbox, this one has no one-wake-up-per-batch flag (a batch being served
+    would hold it while a call inside it waits, and that call's reply would never ring): every post sets
+    the doorbell (an ``Event.set``), and draining takes no lock. Only the owning thread drains; a nested
+    drain simply takes the items the outer one has not reached yet.
+    """
 
     backend = "pump"
 
@@ -44,8 +51,37 @@ class PumpPort(Port):
         super().__init__(host)
         self._bell = threading.Event()
 
-    def _ring(self, drain: Callable[[], None]) -> None:
+    def post(self, item: Call | Message) -> bool:
+        queue = self._queue
+        queue.append(item)
         self._bell.set()
+        if self._closed:
+            try:
+                queue.remove(item)
+            except ValueError:
+                return True  # the sweeper took it and fails it
+            return False
+        return True
+
+    def _drain(self) -> None:
+        queue = self._queue
+        dispatch = self.host.dispatch
+        wake = self._wake
+        while queue:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                return
+            try:
+                if type(item) is Call:
+                    if item.phase == REPLY:
+                        wake(item)
+                    else:
+                        dispatch(item, self)
+                else:
+                    item.handle(self)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - a handler must never kill the pump; it is logged
+                logger.exception("aptrt: error while handling %r", item)
 
     def _wake(self, call: Call) -> None:
         call.waiter = _DONE
@@ -58,10 +94,9 @@ class PumpPort(Port):
         """
         bell = self._bell
         while True:
-            if bell.is_set():
-                bell.clear()
-                if self._armed.locked():
-                    self._drain()
+            bell.clear()  # before looking at the queue: a post after this rings again
+            if self._queue:
+                self._drain()
             if done():
                 return True
             now = time.monotonic()
