@@ -107,13 +107,16 @@ class Port:
             except Exception:  # noqa: BLE001  # the loop is gone (closed asyncio loop, finished trio run)
                 self._closed = True
                 self._armed.release()
-        if self._closed:
-            try:
-                queue.remove(item)
-            except ValueError:
-                return True  # the sweeper took it and fails it
-            return False
-        return True
+        return not self._closed or self._taken_back(item)
+
+    def _taken_back(self, item: Call | Message) -> bool:
+        """The inbox closed after *item* was appended: take it back, unless the sweeper already has it
+        (exactly one of the two fails it). True when the sweeper has it (it counts as accepted)."""
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return True
+        return False
 
     def queued(self) -> list[Call]:
         """The requests waiting in this inbox (a snapshot)."""
@@ -121,7 +124,7 @@ class Port:
 
     def queued_requests(self) -> int:
         """How many requests wait in this inbox (a snapshot, for statistics)."""
-        return sum(1 for item in tuple(self._queue) if type(item) is Call and item.phase != REPLY)
+        return len(self.queued())
 
     # -- loop thread -----------------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class Port:
         while True:
             while queue:
                 item = pop()
+                # (the body of _handle, inlined: this is the hot path of every call and reply)
                 try:
                     if type(item) is Call:
                         if item.phase == REPLY:
@@ -154,6 +158,19 @@ class Port:
             self._armed.release()
             if not queue or not self._armed.acquire(False):
                 return
+
+    def _handle(self, item: Call | Message) -> None:
+        """Handle one item: wake the caller of a reply, dispatch a request, or run a message."""
+        try:
+            if type(item) is Call:
+                if item.phase == REPLY:
+                    self._wake(item)
+                else:
+                    self.host.dispatch(item, self)
+            else:
+                item.handle(self)  # type: ignore[union-attr]
+        except Exception:
+            logger.exception("aptrt: error while handling %r", item)
 
     def close_and_sweep(self, fail: Callable[[Call], None]) -> None:
         """Stop accepting items and fail every request still queued (owner thread, after the loop stops)."""

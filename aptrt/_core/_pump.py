@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._call import INF, REPLY, RUNNING, Call
+from ._call import INF, RUNNING, Call
 from ._exceptions import DisconnectReason, WrongThreadError
 from ._execute import closed_error, run_inline
 from ._loophost import LoopHost
-from ._port import Message, Port, logger
+from ._port import Message, Port
 from ._sta import STA
 from ._threadstate import tls
 
@@ -52,36 +52,18 @@ class PumpPort(Port):
         self._bell = threading.Event()
 
     def post(self, item: Call | Message) -> bool:
-        queue = self._queue
-        queue.append(item)
+        self._queue.append(item)
         self._bell.set()
-        if self._closed:
-            try:
-                queue.remove(item)
-            except ValueError:
-                return True  # the sweeper took it and fails it
-            return False
-        return True
+        return not self._closed or self._taken_back(item)
 
     def _drain(self) -> None:
         queue = self._queue
-        dispatch = self.host.dispatch
-        wake = self._wake
         while queue:
             try:
                 item = queue.popleft()
             except IndexError:
                 return
-            try:
-                if type(item) is Call:
-                    if item.phase == REPLY:
-                        wake(item)
-                    else:
-                        dispatch(item, self)
-                else:
-                    item.handle(self)  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - a handler must never kill the pump; it is logged
-                logger.exception("aptrt: error while handling %r", item)
+            self._handle(item)
 
     def _wake(self, call: Call) -> None:
         call.waiter = _DONE
