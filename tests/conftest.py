@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 import aptrt
+
+# aptrt's own pytest plugin (the runtime/STA fixtures and the autouse leak check, aptrt_leak_check),
+# and pytester for tests/test_testing.py, which runs the plugin in user suites
+pytest_plugins = ["aptrt.testing", "pytester"]
 
 
 @pytest.fixture(
@@ -21,31 +23,22 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
     return request.param
 
 
-@pytest.fixture(params=["asyncio", "trio", "uvloop"])
-def sta_backend(request: pytest.FixtureRequest) -> str:
-    """The event loop of the STAs a test starts."""
-    return request.param
-
-
-def _aptrt_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("aptrt-")]
+@pytest.fixture
+def sta_backend(aptrt_sta_backend: str) -> str:
+    """The event loop of the STAs a test starts (asyncio, trio, uvloop): aptrt.testing's parameter."""
+    return aptrt_sta_backend
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Every apartment a test opened is closed again, and its threads are gone, when the test ends."""
+def no_leaked_threads(aptrt_leak_check: None) -> Iterator[None]:
+    """Every apartment a test opened is closed again, and its threads are gone, when the test ends
+    (aptrt_leak_check); and no runtime is left open for the next test."""
     yield
-    deadline = time.monotonic() + 5
-    for thread in _aptrt_threads():
-        thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    leaked = [t.name for t in _aptrt_threads()]
-    assert not leaked, f"aptrt threads still alive after the test: {leaked}"
     with pytest.raises(aptrt.NotInitializedError):
         aptrt.current_apartment()  # no runtime left open, and this thread is in no apartment
 
 
 @pytest.fixture
-async def rt() -> AsyncIterator[aptrt.Runtime]:
-    """A runtime whose main STA is the test's own event loop."""
-    async with aptrt.Runtime() as runtime:
-        yield runtime
+async def rt(aptrt_runtime: aptrt.Runtime) -> AsyncIterator[aptrt.Runtime]:
+    """A runtime whose main STA is the test's own event loop (aptrt.testing's ``aptrt_runtime``)."""
+    yield aptrt_runtime

@@ -115,6 +115,8 @@ class MarshalData:
             if self.released:
                 return
             self.released = True
+            self._agile = None  # released data keeps nothing alive
+            self._weak = None
             holds_ref = self._stub is not None and (
                 self.flags == MSHLFLAGS.TABLESTRONG or (self.flags == MSHLFLAGS.NORMAL and not self._used)
             )
