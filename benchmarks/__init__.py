@@ -1,8 +1,11 @@
 """aptrt's benchmarks: cross-apartment call latency and throughput, next to the peers aptrt replaces.
 
 ``python -m benchmarks`` (``--quick`` for a smoke run, ``--help`` for the options) prints a table of every
-mechanism with its ratios to aptrt's STA → STA call, checks the acceptance targets, and saves the result
-as JSON (default ``benchmarks/results/latest.json``). :func:`run` does the same from Python.
+mechanism with its ratios to aptrt's STA → STA call, then a table per scenario (marshaling, contexts,
+observability, fan-in/fan-out, MTA scaling, direct calls, start-up, memory) with each figure's ratio to its
+baseline, checks the acceptance targets, and saves the result as JSON (default
+``benchmarks/results/latest.json``) with a plot beside it (``latest.svg``). :func:`run` does the same
+from Python.
 
 Method (after ``/work/shared/transport-measurements.md``): the callee is ``f(x) = x + 1`` on another
 thread; latency is one call in flight, each call timed with ``perf_counter_ns`` (median and p99);
@@ -11,7 +14,7 @@ callers a sliding window of futures). Mechanisms are interleaved and the suite r
 median of the reps and ratios are taken within a rep. Absolute µs vary with thread placement on a VM:
 quote the ratios.
 
-Adding a mechanism: subclass :class:`~benchmarks._harness.SyncMechanism` (the caller is a plain thread)
+Adding a scenario: see ``_scenarios.py``. Adding a mechanism: subclass :class:`~benchmarks._harness.SyncMechanism` (the caller is a plain thread)
 or :class:`~benchmarks._harness.AsyncMechanism` (the caller is a coroutine on a loop thread) and list it
 in ``MECHANISMS`` of ``_peers.py`` (or ``_aptrt.py``).
 """
@@ -22,9 +25,10 @@ from ._runner import DEFAULT_JSON as DEFAULT_JSON
 from ._runner import FULL as FULL
 from ._runner import MECHANISMS as MECHANISMS
 from ._runner import QUICK as QUICK
-from ._runner import REFERENCE as REFERENCE
-from ._runner import TARGETS as TARGETS
+from ._runner import SCENARIOS as SCENARIOS
 from ._runner import Config as Config
 from ._runner import run as run
+from ._targets import REFERENCE as REFERENCE
+from ._targets import TARGETS as TARGETS
 
-__all__ = ["DEFAULT_JSON", "FULL", "MECHANISMS", "QUICK", "REFERENCE", "TARGETS", "Config", "run"]
+__all__ = ["DEFAULT_JSON", "FULL", "MECHANISMS", "QUICK", "REFERENCE", "SCENARIOS", "TARGETS", "Config", "run"]

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from ._harness import PLACEMENTS
-from ._runner import DEFAULT_JSON, MECHANISMS, REFERENCE, available, run
+from ._runner import DEFAULT_JSON, MECHANISMS, SCENARIOS, available, run
+from ._targets import REFERENCE
 
 
 def _inflight(text: str) -> list[int]:
@@ -20,26 +21,42 @@ def _inflight(text: str) -> list[int]:
     return values
 
 
+def _patterns(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [p.strip() for p in text.split(",") if p.strip()] or None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Cross-apartment call latency and throughput: aptrt next to asyncio, anyio, trio, queues, actors.",
+        description="Cross-apartment call latency and throughput: aptrt next to asyncio, anyio, trio, queues, actors; "
+        "and aptrt's own scenarios (marshaling, contexts, observability, fan-in/out, MTA scaling, memory, start-up).",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke-test sizes (finishes in well under a minute)")
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes (finishes in under a minute)")
     parser.add_argument(
         "--json",
         metavar="PATH",
         default=str(DEFAULT_JSON),
         help="where to save the result (default: %(default)s)",
     )
-    parser.add_argument("--no-json", action="store_true", help="do not save the result")
+    parser.add_argument("--no-json", action="store_true", help="do not save the result (nor the plot)")
+    parser.add_argument("--no-plot", action="store_true", help="do not write the plot (.svg/.png) next to the JSON")
     parser.add_argument("--reps", type=int, metavar="N", help="interleaved repetitions (default: 3)")
     parser.add_argument(
         "--only",
         metavar="KEYS",
         help=f"comma-separated glob patterns on mechanism keys, e.g. 'aptrt/*,4a,6a' ({REFERENCE} always runs)",
     )
-    parser.add_argument("--all", action="store_true", help="run every mechanism, not only the default set")
+    parser.add_argument(
+        "--scenarios",
+        metavar="KEYS",
+        help="comma-separated glob patterns on scenario keys, e.g. 'marshal,context', or 'all' / 'none'. "
+        "--only without --scenarios runs no scenario; --scenarios without --only runs no mechanism",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="run every mechanism and scenario, not only the default sets"
+    )
     parser.add_argument("--inflight", type=_inflight, metavar="N,N", help="throughput points (default: 1,64,1024)")
     parser.add_argument(
         "--placement",
@@ -53,10 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.list:
+        print("mechanisms (--only):")
         for cls in MECHANISMS:
             note = available(cls)
             flags = ("" if cls.default else " (--all)") + (f" (unavailable: {note})" if note else "")
-            print(f"{cls.key:<14} {cls.label}{flags}")
+            print(f"  {cls.key:<14} {cls.label}{flags}")
+        print("scenarios (--scenarios):")
+        for sc in SCENARIOS:
+            note = available(sc)
+            flags = ("" if sc.default else " (--all)") + (f" (unavailable: {note})" if note else "")
+            print(f"  {sc.key:<14} {sc.title}{flags}")
         return 0
     if args.reps is not None and args.reps < 1:
         parser.error("--reps must be at least 1")
@@ -66,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.quick,
             None if args.no_json else args.json,
             reps=args.reps,
-            only=[p.strip() for p in args.only.split(",") if p.strip()] if args.only else None,
+            only=_patterns(args.only),
+            scenarios=_patterns(args.scenarios),
             everything=args.all,
+            plot=not args.no_plot,
             inflight=args.inflight,
             placement=args.placement,
         )

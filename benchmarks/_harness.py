@@ -24,7 +24,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, ExitStack
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
@@ -62,6 +62,15 @@ def inc_pinning(x: int) -> int:
     return x + 1
 
 
+def pin_once(role: str) -> None:
+    """Pin the calling thread to *role*'s CPUs the first time it runs this (for pool threads started by
+    someone else; a thread is pinned for one role only)."""
+    if getattr(_pinned, "done", False):
+        return
+    pin(role)
+    _pinned.done = True
+
+
 async def ainc(x: int) -> int:
     """The callee as a coroutine function (for mechanisms that can only run coroutines)."""
     return x + 1
@@ -83,7 +92,8 @@ def check_result(x: int, result: object) -> None:
 
 PLACEMENTS = ("split", "same", "auto")
 
-#: role -> CPUs; empty: do not pin
+#: role -> CPUs; empty: do not pin. Roles: "caller", "callee", and "any" (every CPU the run may use: worker
+#: pools whose scaling is measured, which must not inherit one role's CPU from the thread that started them)
 _pins: dict[str, set[int]] = {}
 
 
@@ -96,9 +106,9 @@ def configure_placement(mode: str) -> dict[str, Any]:
     if mode == "split" and len(cpus) < 2:
         mode = "auto"  # nothing to split
     if mode == "split":
-        _pins["caller"], _pins["callee"] = {cpus[0]}, {cpus[1]}
+        _pins["caller"], _pins["callee"], _pins["any"] = {cpus[0]}, {cpus[1]}, set(cpus)
     elif mode == "same" and cpus:
-        _pins["caller"] = _pins["callee"] = {cpus[0]}
+        _pins["caller"] = _pins["callee"] = _pins["any"] = {cpus[0]}
     pin("caller")
     return {"mode": mode, **{role: sorted(cpus) for role, cpus in _pins.items()}}
 
@@ -322,6 +332,37 @@ async def async_throughput(call: AsyncCall, inflight: int, calls: int) -> float:
         for _ in range(inflight):
             tg.start_soon(worker)
     return time.perf_counter() - t0
+
+
+async def timed_throughput(calls: Sequence[Callable[[int], Awaitable[object]]], inflight: int, seconds: float) -> float:
+    """Calls/s with *inflight* tasks calling back to back for about *seconds* (self-sizing: no calibration).
+
+    Task *i* uses ``calls[i % len(calls)]`` (several targets: fan-out). A short untimed burst warms up
+    first. Calls still in flight when time is up are waited for and counted; the elapsed time includes them.
+    """
+    clock = time.perf_counter
+
+    async def burst(duration: float) -> tuple[int, float]:
+        end = clock() + duration
+        done = [0] * inflight
+
+        async def worker(slot: int) -> None:
+            call = calls[slot % len(calls)]
+            n = 0
+            while clock() < end:
+                await call(n)
+                n += 1
+            done[slot] = n
+
+        t0 = clock()
+        async with anyio.create_task_group() as tg:
+            for slot in range(inflight):
+                tg.start_soon(worker, slot)
+        return sum(done), clock() - t0
+
+    await burst(min(0.05, seconds / 4))
+    n, elapsed = await burst(seconds)
+    return n / elapsed
 
 
 # -- event loop threads --------------------------------------------------------------------------------------

@@ -31,6 +31,82 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
+def fmt(value: float | None, unit: str) -> str:
+    """*value* in *unit* (see ``_scenarios.UNITS``), for people."""
+    if value is None:
+        return "-"
+    if unit == "us":
+        if value >= 100_000:
+            return f"{value / 1000:.0f} ms"
+        if value >= 1000:
+            return f"{value / 1000:.2f} ms"
+        return f"{value:.2f} µs" if value < 10 else f"{value:.1f} µs"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "ns":
+        return f"{value:.1f} ns"
+    if unit == "per_s":
+        return f"{_rate(value)}/s"
+    if unit == "bytes":
+        if abs(value) >= 1024 * 1024:
+            return f"{value / (1024 * 1024):.2f} MB"
+        if abs(value) >= 1024:
+            return f"{value / 1024:.1f} KB"
+        return f"{value:.0f} B"
+    if unit == "bool":
+        return "yes" if value >= 1 else "no"
+    if unit == "pct":
+        return f"{value:.1f}%"
+    return f"{value:.3g}"
+
+
+def _markdown(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True)) + " |"
+
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if a == ">" else ("-" * (w + 2)) for a, w in zip(align, widths, strict=True))
+        + "|"
+    )
+    return [line(header), rule, *(line(r) for r in rows)]
+
+
+def scenario_tables(result: dict[str, Any]) -> list[str]:
+    """One table per scenario: each figure (median of the reps), and its ratio to its baseline."""
+    tables = []
+    for scenario in result.get("scenarios", []):
+        heading = f"{scenario['key']}: {scenario['title']}"
+        if not scenario["ok_reps"]:
+            tables.append(f"{heading}\n  ({'; '.join(scenario['errors']) or 'no rep ran'})")
+            continue
+        header = ["figure", "median", "× baseline", "baseline", "spread"]
+        align = ["<", ">", ">", "<", ">"]
+        rows = []
+        for metric in scenario["metrics"]:
+            spread = metric["spread"]
+            rows.append(
+                [
+                    metric["label"],
+                    fmt(metric["median"], metric["unit"]),
+                    _ratio(metric["ratio"]) if metric["versus"] else "",
+                    metric["versus"] or "",
+                    f"{spread:.0%}" if spread is not None and metric["unit"] != "bool" else "",
+                ]
+            )
+        notes = [f"  (errors: {'; '.join(scenario['errors'])})"] if scenario["errors"] else []
+        reps = f"median of {scenario['ok_reps']} rep{'s' if scenario['ok_reps'] != 1 else ''}"
+        tables.append("\n".join([f"{heading} ({reps})", *_markdown(header, align, rows), *notes]))
+    if tables:
+        tables[-1] += (
+            "\n\n× baseline: the figure divided by its baseline figure (the row named in the baseline column, "
+            "same scenario) in the same rep, median over reps. Spread: (max − min) / median over the reps."
+        )
+    return tables
+
+
 def table(result: dict[str, Any]) -> str:
     """The comparison table (markdown, aligned)."""
     reference = result["reference"]
@@ -85,19 +161,36 @@ def table(result: dict[str, Any]) -> str:
 
 
 def targets(result: dict[str, Any]) -> str:
+    """The TARGET and CHECK lines: status, description, the figures and the bound."""
     lines = []
+    best = result.get("best_peer") or []
     for check in result["targets"]:
-        unit_fmt = _rate if check["metric"].startswith("throughput") else (lambda v: f"{_us(v)} µs")
-        unit = "/s" if check["metric"].startswith("throughput") else ""
+        unit = check["unit"]
+        op = check["op"].replace("<=", "≤").replace(">=", "≥")
         if check["status"] == "SKIP":
-            detail = f"needs {check['numerator']} and {check['denominator']}"
-        else:
+            need = check["numerator"] + (f" and {check['denominator']}" if check["denominator"] else "")
+            need = need.replace("best-peer", "a peer mechanism")
+            detail = f"needs {need} (not run, or failed)"
+        elif check["ratio"]:
+            denominator = check["denominator"]
+            if denominator.startswith("best-peer") and best:
+                counts = {key: best.count(key) for key in best}
+                top = max(counts, key=lambda key: counts[key])
+                denominator = f"best peer ({top} in {counts[top]}/{len(best)} reps)"
             detail = (
-                f"{check['numerator']} {unit_fmt(check['numerator_value'])}{unit} vs "
-                f"{check['denominator']} {unit_fmt(check['denominator_value'])}{unit}: "
-                f"ratio {check['ratio']:.2f}× (target {check['op']} {check['threshold']:g}×)"
+                f"{check['numerator']} {fmt(check['numerator_value'], unit)} vs "
+                f"{denominator} {fmt(check['denominator_value'], unit)}: "
+                f"ratio {check['value']:.2f}× (target {op} {check['threshold']:g}×)"
             )
-        lines.append(f"TARGET {check['status']}  {check['description']}\n    {detail}")
+        else:
+            aside = f" ({check['aside']} {fmt(check['aside_value'], unit)})" if check["aside"] else ""
+            bound = "yes" if unit == "bool" else f"{op} {fmt(check['threshold'], unit)}"
+            detail = f"{check['numerator']} {fmt(check['value'], unit)}{aside} (target {bound})"
+        lines.append(f"{check['kind']} {check['status']}  {check['description']}\n    {detail}")
+    passed = sum(1 for c in result["targets"] if c["status"] == "PASS")
+    failed = sum(1 for c in result["targets"] if c["status"] == "FAIL")
+    skipped = sum(1 for c in result["targets"] if c["status"] == "SKIP")
+    lines.append(f"\n{passed} passed, {failed} failed, {skipped} skipped")
     return "\n".join(lines)
 
 

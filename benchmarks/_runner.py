@@ -20,14 +20,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _aptrt, _peers
+from . import _aptrt, _peers, _sc_calls, _sc_costs
 from ._harness import Mechanism, configure_placement
+from ._scenarios import FULL_SIZES, QUICK_SIZES, Scenario, Sizes
+from ._targets import BEST_PEER, REFERENCE, TARGETS, Target, best_peer, evaluate
 
 #: every mechanism, in table order
 MECHANISMS: tuple[type[Mechanism], ...] = (*_aptrt.MECHANISMS, *_peers.MECHANISMS)
 
-#: what every ratio is relative to
-REFERENCE = "aptrt/asyncio"
+#: every scenario, in report order
+SCENARIOS: tuple[type[Scenario], ...] = (*_sc_calls.SCENARIOS, *_sc_costs.SCENARIOS)
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -50,44 +52,21 @@ class Config:
     tput_seconds: float = 0.3
     #: the calibration run that sizes a throughput point makes about this many calls
     calibration_calls: int = 1024
+    #: the sizes of the scenarios
+    scenario: Sizes = FULL_SIZES
+    #: heavy scenarios (memory: a subprocess; steady figures) run in this many reps only
+    heavy_reps: int = 3
 
 
 FULL = Config()
-QUICK = Config(reps=3, latency_calls=2_000, warmup_calls=200, tput_seconds=0.08, calibration_calls=512)
-
-
-@dataclass(frozen=True)
-class Target:
-    """An acceptance target from the issue: a ratio of two measurements from the same rep."""
-
-    name: str
-    description: str
-    metric: str  # "latency_median" or "throughput@<inflight>"
-    numerator: str
-    denominator: str
-    op: str  # "<=" or ">="
-    threshold: float
-
-
-TARGETS = (
-    Target(
-        "throughput-vs-portal",
-        "pipelined throughput (64 in flight): aptrt STA→STA ≥ 10× anyio BlockingPortal.call",
-        "throughput@64",
-        REFERENCE,
-        "6a",
-        ">=",
-        10.0,
-    ),
-    Target(
-        "latency-vs-rcts",
-        "sequential latency (median): aptrt STA→STA ≤ 1.2× asyncio→asyncio run_coroutine_threadsafe",
-        "latency_median",
-        REFERENCE,
-        "4a",
-        "<=",
-        1.2,
-    ),
+QUICK = Config(
+    reps=3,
+    latency_calls=2_000,
+    warmup_calls=200,
+    tput_seconds=0.08,
+    calibration_calls=512,
+    scenario=QUICK_SIZES,
+    heavy_reps=1,
 )
 
 
@@ -99,6 +78,14 @@ class RepResult:
     throughput: dict[int, float] = field(default_factory=dict)
     error: str | None = None
 
+    def figures(self) -> dict[str, float | None] | None:
+        """Every figure by metric name (None for a failed rep)."""
+        if self.error is not None:
+            return None
+        out: dict[str, float | None] = {"latency_median": self.latency_median_us, "latency_p99": self.latency_p99_us}
+        out.update({f"throughput@{w}": rate for w, rate in self.throughput.items()})
+        return out
+
     def metric(self, name: str) -> float | None:
         if name == "latency_median":
             return self.latency_median_us
@@ -109,10 +96,17 @@ class RepResult:
         raise ValueError(name)
 
 
+@dataclass
+class ScenarioRep:
+    #: figures by metric key (None: the scenario did not run in this rep)
+    figures: dict[str, float | None] | None = None
+    error: str | None = None
+
+
 # -- selection -----------------------------------------------------------------------------------------------
 
 
-def available(cls: type[Mechanism]) -> str | None:
+def available(cls: type[Mechanism | Scenario]) -> str | None:
     """Why *cls* cannot run here, or None."""
     for module in cls.requires:
         if importlib.util.find_spec(module) is None:
@@ -123,8 +117,10 @@ def available(cls: type[Mechanism]) -> str | None:
 def select(only: Sequence[str] | None = None, everything: bool = False) -> list[type[Mechanism]]:
     """The mechanisms to run: glob patterns on keys (``aptrt/*``, ``4?``), else the defaults (or all).
 
-    The reference mechanism is always included: every ratio needs it.
+    The reference mechanism is always included: every ratio needs it. ``["none"]`` selects nothing.
     """
+    if only == ["none"]:
+        return []
     if only:
         chosen = [cls for cls in MECHANISMS if any(fnmatch.fnmatchcase(cls.key, pattern) for pattern in only)]
         unknown = [p for p in only if not any(fnmatch.fnmatchcase(cls.key, p) for cls in MECHANISMS)]
@@ -135,6 +131,18 @@ def select(only: Sequence[str] | None = None, everything: bool = False) -> list[
     if not any(cls.key == REFERENCE for cls in chosen):
         chosen.insert(0, next(cls for cls in MECHANISMS if cls.key == REFERENCE))
     return chosen
+
+
+def select_scenarios(patterns: Sequence[str] | None = None, everything: bool = False) -> list[type[Scenario]]:
+    """The scenarios to run: glob patterns on keys (``all``, ``none``), else the defaults (or all)."""
+    if patterns == ["none"]:
+        return []
+    if patterns and patterns != ["all"]:
+        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(cls.key, p) for cls in SCENARIOS)]
+        if unknown:
+            raise ValueError(f"no scenario matches {', '.join(unknown)}; see --list")
+        return [cls for cls in SCENARIOS if any(fnmatch.fnmatchcase(cls.key, p) for p in patterns)]
+    return [cls for cls in SCENARIOS if everything or patterns == ["all"] or cls.default]
 
 
 # -- measuring -----------------------------------------------------------------------------------------------
@@ -200,35 +208,76 @@ def _describe(result: RepResult) -> str:
     return "  ".join(parts)
 
 
+def _describe_scenario(cls: type[Scenario], result: ScenarioRep) -> str:
+    from ._report import fmt
+
+    if result.error is not None:
+        return f"ERROR {result.error}"
+    if result.figures is None:
+        return "(not in this rep)"
+    units = {m.key: m.unit for m in cls().metrics()}
+    parts = [
+        f"{key} {fmt(value, units.get(key, ''))}" for key, value in result.figures.items() if units.get(key) != "bool"
+    ]
+    text = ", ".join(parts)
+    return text if len(text) <= 140 else text[:137] + "..."
+
+
+def _run_scenario(cls: type[Scenario], config: Config, rep: int) -> ScenarioRep:
+    if cls.heavy and rep >= config.heavy_reps:
+        return ScenarioRep()
+    gc.collect()
+    return ScenarioRep(figures=cls().run(config.scenario, rep))
+
+
 def measure(
-    classes: Sequence[type[Mechanism]], config: Config, *, progress: TextIO | None = sys.stderr
-) -> dict[str, list[RepResult]]:
-    """Run every mechanism once per rep, rotating their order each rep so drift hits all of them alike."""
+    classes: Sequence[type[Mechanism]],
+    config: Config,
+    *,
+    scenarios: Sequence[type[Scenario]] = (),
+    progress: TextIO | None = sys.stderr,
+) -> tuple[dict[str, list[RepResult]], dict[str, list[ScenarioRep]]]:
+    """Run every mechanism and scenario once per rep, rotating their order each rep so drift hits all of
+    them alike."""
     reps: dict[str, list[RepResult]] = {cls.key: [] for cls in classes}
+    sc_reps: dict[str, list[ScenarioRep]] = {cls.key: [] for cls in scenarios}
     sizes: dict[tuple[str, int], int] = {}
     watchdog = _Watchdog(STEP_TIMEOUT_S)
-    runnable = [cls for cls in classes if available(cls) is None]
-    for cls in classes:
+    units: list[type[Mechanism | Scenario]] = []
+    candidates: list[type[Mechanism | Scenario]] = [*classes, *scenarios]
+    for cls in candidates:
         reason = available(cls)
-        if reason is not None:
+        if reason is None:
+            units.append(cls)
+        elif issubclass(cls, Scenario):
+            sc_reps[cls.key].append(ScenarioRep(error=f"skipped: {reason}"))
+        else:
             reps[cls.key].append(RepResult(error=f"skipped: {reason}"))
     for rep in range(config.reps):
-        shift = rep % max(1, len(runnable))
-        for cls in runnable[shift:] + runnable[:shift]:
+        shift = rep % max(1, len(units))
+        for unit in units[shift:] + units[:shift]:
             t0 = time.perf_counter()
-            try:
-                with watchdog:
-                    result = _measure_once(cls, config, sizes)
-            except Exception as exc:  # noqa: BLE001 - one broken mechanism must not stop the suite
-                result = RepResult(error=f"{type(exc).__name__}: {exc}")
-            reps[cls.key].append(result)
+            if issubclass(unit, Scenario):
+                try:
+                    with watchdog:
+                        outcome = _run_scenario(unit, config, rep)
+                except Exception as exc:  # noqa: BLE001 - one broken scenario must not stop the suite
+                    outcome = ScenarioRep(error=f"{type(exc).__name__}: {exc}")
+                sc_reps[unit.key].append(outcome)
+                text = _describe_scenario(unit, outcome)
+            else:
+                try:
+                    with watchdog:
+                        result = _measure_once(unit, config, sizes)
+                except Exception as exc:  # noqa: BLE001 - one broken mechanism must not stop the suite
+                    result = RepResult(error=f"{type(exc).__name__}: {exc}")
+                reps[unit.key].append(result)
+                text = _describe(result)
             if progress is not None:
                 elapsed = time.perf_counter() - t0
-                print(
-                    f"  rep {rep + 1}/{config.reps} {cls.key:<14} {_describe(result)}  [{elapsed:.1f} s]", file=progress
-                )
+                print(f"  rep {rep + 1}/{config.reps} {unit.key:<14} {text}  [{elapsed:.1f} s]", file=progress)
                 progress.flush()
-    return reps
+    return reps, sc_reps
 
 
 # -- aggregating ---------------------------------------------------------------------------------------------
@@ -299,33 +348,67 @@ def aggregate(
     return rows
 
 
-def check_targets(reps: dict[str, list[RepResult]]) -> list[dict[str, Any]]:
-    checks = []
-    for target in TARGETS:
-        num, den = reps.get(target.numerator), reps.get(target.denominator)
-        value = _ratio(num, den, target.metric) if num and den else None
-        if value is None:
-            status = "SKIP"
-        elif target.op == ">=":
-            status = "PASS" if value >= target.threshold else "FAIL"
-        else:
-            status = "PASS" if value <= target.threshold else "FAIL"
-        checks.append(
+def aggregate_scenarios(
+    scenarios: Sequence[type[Scenario]], sc_reps: dict[str, list[ScenarioRep]]
+) -> list[dict[str, Any]]:
+    out = []
+    for cls in scenarios:
+        mine = sc_reps[cls.key]
+        ran = [r.figures for r in mine if r.figures is not None]
+        metrics = []
+        for metric in cls().metrics():
+            values = [figures.get(metric.key) for figures in ran]
+            ratios: list[float | None] = []
+            if metric.versus is not None:
+                for figures in ran:
+                    a, b = figures.get(metric.key), figures.get(metric.versus)
+                    ratios.append(a / b if a is not None and b else None)
+            metrics.append(
+                {
+                    "key": metric.key,
+                    "label": metric.label,
+                    "unit": metric.unit,
+                    "median": _median(values),
+                    "spread": _spread(values),
+                    "versus": metric.versus,
+                    # this figure divided by its baseline, per rep, median over reps
+                    "ratio": _median(ratios) if metric.versus is not None else None,
+                    "reps": values,
+                }
+            )
+        out.append(
             {
-                "name": target.name,
-                "description": target.description,
-                "metric": target.metric,
-                "numerator": target.numerator,
-                "denominator": target.denominator,
-                "numerator_value": _median(r.metric(target.metric) for r in num or [] if r.error is None),
-                "denominator_value": _median(r.metric(target.metric) for r in den or [] if r.error is None),
-                "ratio": value,
-                "op": target.op,
-                "threshold": target.threshold,
-                "status": status,
+                "key": cls.key,
+                "title": cls.title,
+                "description": " ".join((cls.__doc__ or "").split()),
+                "ok_reps": len(ran),
+                "errors": sorted({r.error for r in mine if r.error is not None}),
+                "metrics": metrics,
             }
         )
-    return checks
+    return out
+
+
+def rep_figures(
+    classes: Sequence[type[Mechanism]],
+    reps: dict[str, list[RepResult]],
+    sc_reps: dict[str, list[ScenarioRep]],
+) -> tuple[dict[str, list[dict[str, float | None] | None]], list[str]]:
+    """Every figure of the run, by source and rep (what targets are evaluated on), and the best peer of
+    each rep."""
+    figures: dict[str, list[dict[str, float | None] | None]] = {
+        key: [r.figures() for r in results] for key, results in reps.items()
+    }
+    figures.update({key: [r.figures for r in results] for key, results in sc_reps.items()})
+    peers = [cls.key for cls in classes if cls.family == "peer"]
+    figures[BEST_PEER], keys = best_peer(figures, peers)
+    return figures, keys
+
+
+def check_targets(
+    figures: dict[str, list[dict[str, float | None] | None]], targets: Sequence[Target] = TARGETS
+) -> list[dict[str, Any]]:
+    return evaluate(targets, figures)
 
 
 # -- the environment -----------------------------------------------------------------------------------------
@@ -376,8 +459,9 @@ def _cpu_seconds() -> tuple[float, float] | None:
     except (OSError, ValueError):
         return None
     user, nice, system, _idle, _iowait, irq, softirq = fields
-    own = os.times()
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), own.user + own.system
+    own = os.times()  # with the subprocesses it waited for (the memory scenario's)
+    mine = own.user + own.system + own.children_user + own.children_system
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), mine
 
 
 def _load_average() -> list[float] | None:
@@ -411,37 +495,52 @@ def run(
     *,
     reps: int | None = None,
     only: Sequence[str] | None = None,
+    scenarios: Sequence[str] | None = None,
     everything: bool = False,
     inflight: Sequence[int] | None = None,
     placement: str = "split",
+    plot: bool = True,
     out: TextIO | None = sys.stdout,
     progress: TextIO | None = sys.stderr,
 ) -> dict[str, Any]:
-    """Run the suite, print the table and the target checks to *out*, save JSON to *json_path* (if given).
+    """Run the suite, print the tables and the target checks to *out*, save JSON to *json_path* (if given)
+    and a plot next to it (``.svg``, and ``.png`` when matplotlib is importable).
 
-    :param quick: the smoke-test sizes (well under a minute) instead of the full ones (about 2–3 minutes)
+    :param quick: the smoke-test sizes (under a minute) instead of the full ones (about 3.5 minutes)
     :param reps: override the number of interleaved reps
-    :param only: glob patterns on mechanism keys (``aptrt/*``, ``4a``); the reference always runs
-    :param everything: run every mechanism, not only the default set
-    :param inflight: override the throughput points (calls in flight)
+    :param only: glob patterns on mechanism keys (``aptrt/*``, ``4a``); the reference always runs.
+        Given alone (no *scenarios*), no scenario runs
+    :param scenarios: glob patterns on scenario keys (``marshal``, ``mem*``), ``["all"]`` or ``["none"]``.
+        Given alone (no *only*), no mechanism runs
+    :param everything: every mechanism and scenario, not only the default sets (in the categories that
+        *only* / *scenarios* leave unrestricted)
+    :param inflight: override the throughput points (calls in flight) of the mechanisms
     :param placement: "split" (callers on one CPU, callees on another), "same" (everything on one CPU) or
         "auto" (no pinning: the scheduler decides, and co-locates some runs but not others)
+    :param plot: write the plot next to the JSON file
     :returns: the result, as saved in the JSON file
     """
-    from . import _report
+    from . import _plot, _report
 
     config = QUICK if quick else FULL
     if reps is not None:
         config = replace(config, reps=reps)
     if inflight is not None:
         config = replace(config, inflight=tuple(inflight))
+    if only is not None and scenarios is None:
+        scenarios = ["none"]
+    elif scenarios is not None and only is None:
+        only = ["none"]
     classes = select(only, everything)
+    scenario_classes = select_scenarios(scenarios, everything)
+    if not classes and not scenario_classes:
+        raise ValueError("nothing to run")
     env = environment()  # before measuring: its load average is other processes' load
     original_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         where = configure_placement(placement)
         if progress is not None:
-            keys = ", ".join(cls.key for cls in classes)
+            keys = ", ".join([cls.key for cls in classes] + [sc.key for sc in scenario_classes])
             print(
                 f"aptrt benchmarks ({'quick' if quick else 'full'}, {config.reps} reps, placement {where}): {keys}",
                 file=progress,
@@ -449,21 +548,25 @@ def run(
             _warn_if_busy(progress)
         t0 = time.perf_counter()
         cpu0 = _cpu_seconds()
-        reps_by_key = measure(classes, config, progress=progress)
+        reps_by_key, sc_reps = measure(classes, config, scenarios=scenario_classes, progress=progress)
         cpu1 = _cpu_seconds()
     finally:
         configure_placement("auto")
         if original_cpus is not None:
             os.sched_setaffinity(0, original_cpus)
+    figures, best_peers = rep_figures(classes, reps_by_key, sc_reps)
     result: dict[str, Any] = {
-        "schema": 1,
+        "schema": 2,
         "quick": quick,
         "reference": REFERENCE,
         "environment": env,
         "config": asdict(config),
         "placement": where,
-        "mechanisms": aggregate(classes, reps_by_key, config),
-        "targets": check_targets(reps_by_key),
+        "mechanisms": aggregate(classes, reps_by_key, config) if classes else [],
+        "scenarios": aggregate_scenarios(scenario_classes, sc_reps),
+        # per rep: the peer mechanism with the lowest median latency (the "best peer" of the targets)
+        "best_peer": best_peers,
+        "targets": check_targets(figures),
         "elapsed_s": round(time.perf_counter() - t0, 1),
         # CPU time other processes used while the suite ran (they perturb it): None where unknown
         "other_processes_cpu_s": round((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]), 1) if cpu0 and cpu1 else None,
@@ -474,8 +577,12 @@ def run(
             f"{env['cpus']} CPUs, {env['platform']}; {result['elapsed_s']} s\n",
             file=out,
         )
-        print(_report.table(result), file=out)
-        print(file=out)
+        if classes:
+            print(_report.table(result), file=out)
+            print(file=out)
+        for text in _report.scenario_tables(result):
+            print(text, file=out)
+            print(file=out)
         print(_report.targets(result), file=out)
         other = result["other_processes_cpu_s"]
         if other is not None and other > 0.05 * result["elapsed_s"]:
@@ -486,6 +593,9 @@ def run(
             )
     if json_path is not None:
         path = _report.save_json(result, json_path)
+        saved = [path]
+        if plot:
+            saved += _plot.save(result, path.with_suffix(""))
         if out is not None:
-            print(f"\nsaved {path}", file=out)
+            print(f"\nsaved {', '.join(str(p) for p in saved)}", file=out)
     return result
