@@ -70,6 +70,7 @@ class Call:
         "cancel_reason",
         "gate",
         "reserved",
+        "parent",
         "__weakref__",
     )
 
@@ -108,6 +109,8 @@ class Call:
     gate: Gate | None
     #: the bounded inbox the call holds a slot of until it is dequeued (None: no slot)
     reserved: InboxBound | None
+    #: the incoming call the caller was serving when it made this one (None: a top-level call)
+    parent: Call | None
 
     def __init__(
         self,
@@ -120,6 +123,7 @@ class Call:
         deadline: float,
         causality: int,
         caller: Apartment | None,
+        parent: Call | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -144,6 +148,7 @@ class Call:
         self.cancel_reason = None
         self.gate = None
         self.reserved = None
+        self.parent = parent
 
     def __repr__(self) -> str:
         phase = ("queued", "running", "replied")[self.phase]

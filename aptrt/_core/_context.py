@@ -20,7 +20,6 @@ import itertools
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -85,8 +84,6 @@ class Context:
         self.refused = 0
         self._lock = threading.Lock()
         self._running: dict[Call, None] = {}
-        #: causality id → calls of that chain running in this context (for CONTEXT_E_WOULD_DEADLOCK)
-        self._chains: Counter[int] = Counter()
         self._waiters: list[Call] = []
         self._done = threading.Event()
 
@@ -125,17 +122,12 @@ class Context:
                 return False
             self.outstanding += 1
             self._running[call] = None
-            self._chains[call.causality] += 1
         return True
 
     def exit(self, call: Call) -> None:
         with self._lock:
             self.outstanding -= 1
             self._running.pop(call, None)
-            chains = self._chains
-            chains[call.causality] -= 1
-            if chains[call.causality] <= 0:
-                del chains[call.causality]
             finished = self.state is ContextState.DISCONNECTING and self.outstanding == 0
         if finished:
             self._finish()
@@ -148,9 +140,8 @@ class Context:
             raise NotSupportedError(f"the default context of {self.apartment.name!r} cannot be disconnected")
         if timeout is not None and (math.isnan(timeout) or timeout < 0):
             raise InvalidArgumentError(f"timeout must be a non-negative number of seconds or None, not {timeout!r}")
-        causality = _current_chain()
         with self._lock:
-            if causality is not None and causality in self._chains:
+            if self._inside_own_call():
                 raise WouldDeadlockError(
                     f"disconnecting {self!r} from inside a call on one of its objects would wait for itself",
                     cycle=(self.apartment.name,),
@@ -165,6 +156,16 @@ class Context:
         if done:
             self._finish()
         return done
+
+    def _inside_own_call(self) -> bool:
+        # Is the current code (transitively) serving a call that runs in this context? Walk the calls
+        # being served, parent by parent, across apartments (caller holds the lock).
+        call = current_call()
+        while call is not None:
+            if call in self._running:
+                return True
+            call = call.parent
+        return False
 
     def _finish(self) -> None:
         """No call runs any more: disconnect every object, answer the waiters (any thread)."""
@@ -217,9 +218,10 @@ class Context:
         """
         if self._begin(timeout):
             return
-        with anyio.move_on_after(INF if timeout is None else timeout):
-            await self._wait()
-            return
+        if timeout != 0:  # with no grace at all, go straight to the outcome
+            with anyio.move_on_after(INF if timeout is None else timeout):
+                await self._wait()
+                return
         if cancel_outstanding:
             self._cancel_outstanding(reason)
             await self._wait()
@@ -271,11 +273,6 @@ class Context:
         return ContextStatistics(
             self.token, self.apartment.name, self.default, self.state, objects, self.outstanding, self.refused
         )
-
-
-def _current_chain() -> int | None:
-    call = current_call()
-    return None if call is None else call.causality
 
 
 def current_context() -> Context:

@@ -24,7 +24,7 @@ from ._exceptions import (
 )
 from ._flow import CallType, FilterDecision, IncomingCall
 from ._marshal import PLAIN, marshal
-from ._observe import Histogram, Instrument, event_of
+from ._observe import CallEvent, Histogram, Instrument, event_of
 from ._threadstate import apartment_var, current_call_var, tls
 
 logger = logging.getLogger("aptrt")
@@ -151,8 +151,7 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
     tls.call = call
     tls.context = call.context
     instruments = apartment.instruments
-    if instruments:
-        notify_started(instruments, call, apartment)
+    event = notify_started(instruments, call, apartment) if instruments else None
     try:
         kwargs = call.kwargs
         result = fn(*call.args, **kwargs) if kwargs else fn(*call.args)
@@ -175,8 +174,8 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
         if call.counted:
             call.context.exit(call)  # type: ignore[union-attr]
         counters.latency.record(time.perf_counter() - call.started)
-        if instruments:
-            notify_finished(instruments, call, apartment)
+        if event is not None:
+            notify_finished(instruments, call, event)
     call.deliver()
 
 
@@ -189,8 +188,7 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
     counters.running += 1
     counters.running_calls[call] = None
     instruments = apartment.instruments
-    if instruments:
-        notify_started(instruments, call, apartment)
+    event = notify_started(instruments, call, apartment) if instruments else None
     deadline = INF if call.deadline == INF else anyio.current_time() + (call.deadline - time.monotonic())
     scope = anyio.CancelScope(deadline=deadline)
     call.scope = scope
@@ -230,24 +228,24 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
         if call.counted:
             call.context.exit(call)  # type: ignore[union-attr]
         counters.latency.record(time.perf_counter() - call.started)
-        if instruments:
-            notify_finished(instruments, call, apartment)
+        if event is not None:
+            notify_finished(instruments, call, event)
     call.deliver()
 
 
-def notify_started(instruments: list[Instrument], call: Call, apartment: Apartment) -> None:
+def notify_started(instruments: list[Instrument], call: Call, apartment: Apartment) -> CallEvent:
     event = event_of(call, apartment.name)
-    for instrument in list(instruments):
+    for instrument in tuple(instruments):
         try:
             instrument.call_started(event)
         except Exception:
             logger.exception("aptrt: instrument %r failed; removing it", instrument)
             _remove(instruments, instrument)
+    return event
 
 
-def notify_finished(instruments: list[Instrument], call: Call, apartment: Apartment) -> None:
-    event = event_of(call, apartment.name)
-    for instrument in list(instruments):
+def notify_finished(instruments: list[Instrument], call: Call, event: CallEvent) -> None:
+    for instrument in tuple(instruments):
         try:
             instrument.call_finished(event, call.error)
         except Exception:

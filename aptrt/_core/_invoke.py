@@ -63,7 +63,7 @@ def new_call(
     causality = parent.causality if parent is not None else new_causality()
     if deadline is None:
         deadline = INF if blocking else caller_deadline()
-    return Call(fn, name, args, kwargs, stub, is_async, deadline, causality, caller)
+    return Call(fn, name, args, kwargs, stub, is_async, deadline, causality, caller, parent)
 
 
 async def invoke(target: Apartment, call: Call) -> Any:

@@ -6,7 +6,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 if TYPE_CHECKING:
@@ -49,17 +48,30 @@ class Histogram:
         return None
 
 
-@dataclass(frozen=True)
 class CallEvent:
-    """What an instrument is told about a call."""
+    """What an instrument is told about a call (one object per call, for both hooks).
 
-    method: str
-    causality: int
-    apartment: str
-    #: the calling apartment's name ("" for a plain thread)
-    caller: str
-    #: when the caller made the call (``time.perf_counter()``)
-    created: float
+    :ivar method: the method or function called
+    :ivar causality: the causality id of the call's chain
+    :ivar apartment: the name of the apartment that runs it
+    :ivar caller: the calling apartment's name ("" for a plain thread)
+    :ivar created: when the caller made the call (``time.perf_counter()``)
+    """
+
+    __slots__ = ("apartment", "caller", "causality", "created", "method")
+
+    def __init__(self, method: str, causality: int, apartment: str, caller: str, created: float) -> None:
+        self.method = method
+        self.causality = causality
+        self.apartment = apartment
+        self.caller = caller
+        self.created = created
+
+    def __repr__(self) -> str:
+        return (
+            f"CallEvent(method={self.method!r}, causality={self.causality}, apartment={self.apartment!r}, "
+            f"caller={self.caller!r})"
+        )
 
 
 class Instrument(Protocol):

@@ -165,6 +165,7 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
             port.caller_deadline(),
             parent.causality if parent is not None else next(_causality_ids),
             apartment,
+            parent,
         )
         try:
             waiting = port.send(call, target.submit)

@@ -13,6 +13,7 @@ from ._call import INF, Call
 from ._exceptions import ApartmentClosedError, DisconnectReason, WouldDeadlockError
 from ._invoke import await_call, block_on_call, refuse_on_loop
 from ._loophost import FlushReleases, LoopHost
+from ._port import AsyncioPort
 from ._threadstate import tls
 
 if TYPE_CHECKING:
@@ -57,7 +58,12 @@ class STA(Apartment):
 
     def _nudge(self) -> None:
         port = self._host.port
-        if port is not None:
+        if port is None:
+            return
+        if isinstance(port, AsyncioPort) and threading.get_ident() == port.thread_id:
+            # on the loop's own thread (a proxy dropped by its home's code): no self-pipe write needed
+            port.loop.call_soon(self.exports.flush_releases, context=port._context)
+        else:
             port.post(FlushReleases(self))
 
     def statistics(self) -> ApartmentStatistics:
