@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, overload
@@ -79,7 +80,7 @@ class ApartmentStatistics:
     latency_p99: float | None = None
 
 
-class Apartment:
+class Apartment(ABC):
     """An execution context: objects created in it run only on its thread(s).
 
     Get one from :class:`aptrt.Runtime` (``rt.main_sta``, ``rt.mta``, ``await rt.start_sta()``) or from
@@ -122,9 +123,9 @@ class Apartment:
 
     # -- to implement ----------------------------------------------------------------------------------
 
+    @abstractmethod
     def submit(self, call: Call) -> None:
         """Queue *call* (any thread); raise :class:`DisconnectedError` if the apartment refuses it."""
-        raise NotImplementedError
 
     def release_later(self, stub: Stub) -> None:
         """Give back a stub reference dropped by garbage collection (safe inside ``__del__``: no lock is
@@ -141,14 +142,16 @@ class Apartment:
             proxy.release()
         self.runtime.class_objects.revoke_apartment(self)
 
-    def _nudge(self) -> None:
+    def _nudge(self) -> None:  # noqa: B027 - a hook: apartments without a thread of their own flush later
         """Arrange for ``exports.flush_releases()`` to run soon in this apartment (must not block)."""
 
+    @abstractmethod
     def statistics(self) -> ApartmentStatistics:
-        raise NotImplementedError
+        """A snapshot of the apartment's work (flushes references dropped by garbage collection first)."""
 
+    @abstractmethod
     async def aclose(self) -> None:
-        raise NotImplementedError
+        """Close the apartment (see the subclasses)."""
 
     # -- configuration ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ backend, or adopts the loop already running on the current thread (the main STA)
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -48,13 +49,14 @@ def _uncount(call: Call) -> None:
         call.context.exit(call)  # type: ignore[union-attr]
 
 
-class Message:
+class Message(ABC):
     """A control message for a loop's inbox."""
 
     __slots__ = ()
 
+    @abstractmethod
     def handle(self, port: Port) -> None:
-        raise NotImplementedError
+        """Act on the message, on the loop's thread."""
 
 
 class StopRequest(Message):

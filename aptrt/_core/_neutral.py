@@ -42,6 +42,8 @@ class NeutralApartment(Apartment):
             raise ApartmentClosedError(
                 f"the neutral apartment is closed; {call.name!r} was not run", reason=DisconnectReason.SERVER_SHUTDOWN
             )
+        if self.exports._pending:  # references dropped by garbage collection (no thread to nudge)
+            self.exports.flush_releases()
         counters = self._thread_counters()
         fn = admit(call, counters)
         if fn is not None:

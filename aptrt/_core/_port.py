@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -77,7 +78,7 @@ class Message(Protocol):
     def handle(self, port: Port) -> None: ...
 
 
-class Port:
+class Port(ABC):
     """The inbox of one event-loop thread (an STA, the main STA, or an MTA loop)."""
 
     backend: str = ""
@@ -128,8 +129,9 @@ class Port:
 
     # -- loop thread -----------------------------------------------------------------------------------
 
+    @abstractmethod
     def _ring(self, drain: Callable[[], None]) -> None:
-        raise NotImplementedError
+        """Make the loop run *drain* soon (any thread; never blocks)."""
 
     def _drain(self) -> None:
         queue = self._queue
@@ -184,15 +186,16 @@ class Port:
             if type(item) is Call and item.phase != REPLY:
                 fail(item)
 
+    @abstractmethod
     def _wake(self, call: Call) -> None:
-        raise NotImplementedError
+        """The reply of *call* arrived: resume the task (or thread) that waits for it (loop thread)."""
 
     # -- caller side (loop thread, inside a task) ------------------------------------------------------
 
+    @abstractmethod
     def send(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[Any]:
         """Queue *call* with *submit* (which raises if the target refuses it) and return what to await
         for its reply (the hot path: no coroutine frame of its own). Loop thread, inside a task."""
-        raise NotImplementedError
 
     async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
         """Queue *call* with *submit* (which raises if the target refuses it), wait for the reply, and
@@ -212,9 +215,9 @@ class Port:
             await defer_to_own_deadline(self)
         return call.result()
 
+    @abstractmethod
     def caller_deadline(self) -> float:
         """The running task's effective anyio deadline, on the monotonic clock (``INF`` when none)."""
-        raise NotImplementedError
 
 
 class AsyncioPort(Port):
