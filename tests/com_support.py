@@ -245,3 +245,20 @@ def release_data(stream: Any) -> int:
     """Rewind and CoReleaseMarshalData."""
     stream.Seek(0, com.STREAM_SEEK_SET)
     return int(com.CoReleaseMarshalData(stream))
+
+
+@pytest.fixture
+def sta() -> Iterator[None]:
+    """The test's thread as a COM STA for the test's duration."""
+    com.CoInitializeEx(None, com.COINIT_APARTMENTTHREADED)
+    try:
+        yield
+    finally:
+        com.CoUninitialize()
+
+
+@pytest.fixture
+def host(sta: None) -> Iterator[ComThread]:
+    """Another STA, pumping, where objects are marshaled (Wine's start_host_object)."""
+    with ComThread(name="host-sta") as thread:
+        yield thread

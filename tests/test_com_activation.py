@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 import aptrt
 from aptrt import com
 
-from .com_support import ComThread, Counted, Factory, IOther, ITest, com_clean, raises_hr
+from .com_support import ComThread, Counted, Factory, IOther, ITest, com_clean, raises_hr, sta
 
-__all__ = ["com_clean"]
+__all__ = ["com_clean", "sta"]
 
 CLSID_Missing = "{3e1b6a70-9d5c-4c8e-9d55-0f3c7a1b2e00}"
 CLSID_Registered = "{3e1b6a70-9d5c-4c8e-9d55-0f3c7a1b2e01}"
@@ -45,16 +42,6 @@ class NeutralModel(Counted):
 
 def create(cls: type, iid: object = ITest) -> object:
     return com.CoCreateInstance(cls.__clsid__, None, com.CLSCTX_INPROC_SERVER, iid)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def sta() -> Iterator[None]:
-    """This thread is the main STA."""
-    com.CoInitializeEx(None, com.COINIT_APARTMENTTHREADED)
-    try:
-        yield
-    finally:
-        com.CoUninitialize()
 
 
 def test_not_registered() -> None:

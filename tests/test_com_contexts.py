@@ -17,20 +17,23 @@ import pytest
 import aptrt
 from aptrt import com
 
-from .com_support import ComThread, Counted, Factory, ITest, com_clean, in_thread, marshal, raises_hr, unmarshal, wait
+from .com_support import (
+    ComThread,
+    Counted,
+    Factory,
+    ITest,
+    com_clean,
+    in_thread,
+    marshal,
+    raises_hr,
+    sta,
+    unmarshal,
+    wait,
+)
 
-__all__ = ["com_clean"]
+__all__ = ["com_clean", "sta"]
 
 CLSID_InContext = "{3e1b6a70-9d5c-4c8e-9d55-0f3c7a1b2f01}"
-
-
-@pytest.fixture
-def sta() -> Iterator[None]:
-    com.CoInitializeEx(None, com.COINIT_APARTMENTTHREADED)
-    try:
-        yield
-    finally:
-        com.CoUninitialize()
 
 
 @pytest.fixture

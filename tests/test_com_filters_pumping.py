@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 import aptrt
 from aptrt import com
 
-from .com_support import ComThread, Counted, com_clean, marshal, raises_hr, unmarshal, wait
+from .com_support import ComThread, Counted, com_clean, marshal, raises_hr, sta, unmarshal, wait
 
-__all__ = ["com_clean"]
-
-
-@pytest.fixture
-def sta() -> Iterator[None]:
-    com.CoInitializeEx(None, com.COINIT_APARTMENTTHREADED)
-    try:
-        yield
-    finally:
-        com.CoUninitialize()
+__all__ = ["com_clean", "sta"]
 
 
 # -- CoWaitForMultipleHandles ---------------------------------------------------------------------------------

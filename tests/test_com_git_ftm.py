@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 import aptrt
 from aptrt import com
 
-from .com_support import ComThread, Counted, ITest, com_clean, in_thread, marshal, raises_hr, unmarshal
+from .com_support import ComThread, Counted, ITest, com_clean, in_thread, marshal, raises_hr, sta, unmarshal
 
-__all__ = ["com_clean"]
-
-
-@pytest.fixture
-def sta() -> Iterator[None]:
-    com.CoInitializeEx(None, com.COINIT_APARTMENTTHREADED)
-    try:
-        yield
-    finally:
-        com.CoUninitialize()
+__all__ = ["com_clean", "sta"]
 
 
 def get_git() -> Any:

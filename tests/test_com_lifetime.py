@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
 from typing import ClassVar
-
-import pytest
 
 import aptrt
 from aptrt import com
@@ -26,29 +23,16 @@ from .com_support import (
     IOther,
     ITest,
     com_clean,
+    host,
     marshal,
     raises_hr,
     release_data,
+    sta,
     unmarshal,
     wait,
 )
 
-__all__ = ["com_clean"]
-
-
-@pytest.fixture
-def sta() -> Iterator[None]:
-    com.CoInitializeEx(None, com.COINIT_APARTMENTTHREADED)
-    try:
-        yield
-    finally:
-        com.CoUninitialize()
-
-
-@pytest.fixture
-def host(sta: None) -> Iterator[ComThread]:
-    with ComThread(name="host-sta") as thread:
-        yield thread
+__all__ = ["com_clean", "host", "sta"]
 
 
 def test_iunknown_defaults() -> None:

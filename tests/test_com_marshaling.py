@@ -6,9 +6,6 @@ Objects count their references (``locks``): Wine's ``cLocks``, which marshal.c c
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from aptrt import com
 
@@ -19,30 +16,16 @@ from .com_support import (
     IOther,
     ITest,
     com_clean,
+    host,
     in_thread,
     marshal,
     raises_hr,
     release_data,
+    sta,
     unmarshal,
 )
 
-__all__ = ["com_clean"]
-
-
-@pytest.fixture
-def sta() -> Iterator[None]:
-    com.CoInitializeEx(None, com.COINIT_APARTMENTTHREADED)
-    try:
-        yield
-    finally:
-        com.CoUninitialize()
-
-
-@pytest.fixture
-def host(sta: None) -> Iterator[ComThread]:
-    """Another STA, pumping, where objects are marshaled (Wine's start_host_object)."""
-    with ComThread(name="host-sta") as thread:
-        yield thread
+__all__ = ["com_clean", "host", "sta"]
 
 
 def test_marshal_invalid_arguments(sta: None) -> None:
