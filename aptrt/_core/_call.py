@@ -179,7 +179,13 @@ class Call:
     # -- caller side -----------------------------------------------------------------------------------
 
     def result(self) -> Any:
-        """The callee's return value, or raise its error (caller side, after the reply arrived)."""
+        """The callee's return value, or raise its error (caller side, after the reply arrived).
+
+        On success the envelope lets go of the arguments and the result: a reply can resume its caller from inside the
+        inbox's drain (see ``ReplyWaiter``), whose frame still holds the envelope for a moment, and the
+        arguments (proxies among them) must not outlive the call because of that. A failed call keeps
+        them, for a retry.
+        """
         error = self.error
         if error is not None:
             self.error = None  # break the frame ↔ exception cycle through this envelope
@@ -187,7 +193,10 @@ class Call:
                 raise error
             finally:
                 del error
-        return self.value
+        self.args = ()
+        self.kwargs = None
+        value, self.value = self.value, None
+        return value
 
     def cancel(self, reason: str) -> None:
         """Cancel the callee's scope (any thread): a running async callee is cancelled at its next
