@@ -235,29 +235,37 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
 
 def notify_started(instruments: list[Instrument], call: Call, apartment: Apartment) -> CallEvent:
     event = event_of(call, apartment.name)
-    for instrument in tuple(instruments):
+    failed = None
+    for instrument in instruments:
         try:
             instrument.call_started(event)
         except Exception:
             logger.exception("aptrt: instrument %r failed; removing it", instrument)
-            _remove(instruments, instrument)
+            failed = [*(failed or ()), instrument]
+    if failed:
+        _remove(instruments, failed)
     return event
 
 
 def notify_finished(instruments: list[Instrument], call: Call, event: CallEvent) -> None:
-    for instrument in tuple(instruments):
+    failed = None
+    for instrument in instruments:
         try:
             instrument.call_finished(event, call.error)
         except Exception:
             logger.exception("aptrt: instrument %r failed; removing it", instrument)
-            _remove(instruments, instrument)
+            failed = [*(failed or ()), instrument]
+    if failed:
+        _remove(instruments, failed)
 
 
-def _remove(instruments: list[Instrument], instrument: Instrument) -> None:
-    try:
-        instruments.remove(instrument)
-    except ValueError:
-        pass
+def _remove(instruments: list[Instrument], failed: list[Instrument]) -> None:
+    # after the loop: removing while iterating would skip the next instrument
+    for instrument in failed:
+        try:
+            instruments.remove(instrument)
+        except ValueError:
+            pass
 
 
 def _is_cancellation(exc: BaseException) -> bool:

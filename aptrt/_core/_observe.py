@@ -49,7 +49,8 @@ class Histogram:
 
 
 class CallEvent:
-    """What an instrument is told about a call (one object per call, for both hooks).
+    """What an instrument is told about a call (one object per call, for both hooks; its fields are
+    read from the call when asked, so an instrument pays only for what it looks at).
 
     :ivar method: the method or function called
     :ivar causality: the causality id of the call's chain
@@ -58,14 +59,28 @@ class CallEvent:
     :ivar created: when the caller made the call (``time.perf_counter()``)
     """
 
-    __slots__ = ("apartment", "caller", "causality", "created", "method")
+    __slots__ = ("_call", "apartment")
 
-    def __init__(self, method: str, causality: int, apartment: str, caller: str, created: float) -> None:
-        self.method = method
-        self.causality = causality
+    def __init__(self, call: Call, apartment: str) -> None:
+        self._call = call
         self.apartment = apartment
-        self.caller = caller
-        self.created = created
+
+    @property
+    def method(self) -> str:
+        return self._call.name
+
+    @property
+    def causality(self) -> int:
+        return self._call.causality
+
+    @property
+    def caller(self) -> str:
+        caller = self._call.caller
+        return caller.name if caller is not None else ""
+
+    @property
+    def created(self) -> float:
+        return self._call.started
 
     def __repr__(self) -> str:
         return (
@@ -84,8 +99,7 @@ class Instrument(Protocol):
 
 
 def event_of(call: Call, apartment_name: str) -> CallEvent:
-    caller = call.caller
-    return CallEvent(call.name, call.causality, apartment_name, caller.name if caller is not None else "", call.started)
+    return CallEvent(call, apartment_name)
 
 
 def dump(runtime: Runtime | None = None, file: TextIO | None = None) -> str:
