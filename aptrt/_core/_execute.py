@@ -171,11 +171,7 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
     finally:
         tls.call = outer_call
         tls.context = outer_context
-        if call.counted:
-            call.context.exit(call)  # type: ignore[union-attr]
-        counters.latency.record(time.perf_counter() - call.started)
-        if event is not None:
-            notify_finished(instruments, call, event)
+        _close_books(call, counters, instruments, event)
     call.deliver()
 
 
@@ -225,12 +221,17 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
         counters.running -= 1
         del counters.running_calls[call]
         call.scope = None
-        if call.counted:
-            call.context.exit(call)  # type: ignore[union-attr]
-        counters.latency.record(time.perf_counter() - call.started)
-        if event is not None:
-            notify_finished(instruments, call, event)
+        _close_books(call, counters, instruments, event)
     call.deliver()
+
+
+def _close_books(call: Call, counters: Counters, instruments: list[Instrument], event: CallEvent | None) -> None:
+    """A callee ended (sync or async): leave its context, record its latency, tell the instruments."""
+    if call.counted:
+        call.context.exit(call)  # type: ignore[union-attr]
+    counters.latency.record(time.perf_counter() - call.started)
+    if event is not None:
+        notify_finished(instruments, call, event)
 
 
 def notify_started(instruments: list[Instrument], call: Call, apartment: Apartment) -> CallEvent:

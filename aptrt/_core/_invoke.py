@@ -137,12 +137,8 @@ async def await_call(call: Call, submit: Callable[[Call], None]) -> Any:
 
 
 def block_on_call(call: Call, submit: Callable[[Call], None]) -> Any:
-    """The blocking twin of :func:`await_call`."""
-    lock = _thread.allocate_lock()
-    lock.acquire()
-    call.waiter = lock
-    submit(call)
-    lock.acquire()
+    """The blocking twin of :func:`await_call` (a pumping STA serves its calls meanwhile)."""
+    block_on_call_pumping(call, submit)
     return call.result()
 
 

@@ -93,10 +93,7 @@ def marshal(value: Any, src: Apartment, dst: Apartment) -> Any:
     if isinstance(value, Proxy):
         stub = value._stub
         if stub.apartment is dst:
-            obj = stub.obj
-            if obj is None:
-                raise stub.disconnected_error()
-            return obj
+            return stub.live_object()
         return make_proxy(stub, dst, value._interface)
     if isinstance(value, Interface) and not is_interface(cls):
         if getattr(value, "__aptrt_agile__", False):

@@ -76,6 +76,13 @@ class Stub:
         with self.table._lock:
             self.table._drop(self, reason)
 
+    def live_object(self) -> Any:
+        """The object, or raise :class:`DisconnectedError` if the stub let go of it (any thread)."""
+        obj = self.obj
+        if obj is None:
+            raise self.disconnected_error()
+        return obj
+
     def disconnected_error(self) -> DisconnectedError:
         return DisconnectedError(
             f"{self.info.cls.__qualname__} in apartment {self.apartment.name!r} is no longer connected: "

@@ -316,10 +316,7 @@ def rehome(proxy: ComProxy, apartment: Apartment) -> Any:
     manager = proxy._pm
     stub = manager.stub
     if stub.apartment is apartment:
-        obj = stub.obj
-        if obj is None:
-            raise stub.disconnected_error()
-        return obj
+        return stub.live_object()
     if manager.apartment is apartment:
         manager.addref()
         return proxy
@@ -364,9 +361,7 @@ def to_facade(value: Any, apartment: Apartment) -> Any:
 def adopt(proxy: Proxy[Any]) -> ComProxy:
     """The facade proxy for a core proxy (which is released: the proxy manager holds its own)."""
     stub = proxy._stub
-    obj = stub.obj
-    if obj is None:
-        raise stub.disconnected_error()
+    obj = stub.live_object()
     if proxy._released:
         raise InvalidArgumentError(f"{proxy!r} was released")
     home = get_manager(obj, stub.apartment)
