@@ -79,6 +79,8 @@ from ._core._runtime import Runtime as Runtime
 from ._core._runtime import current_apartment as current_apartment
 from ._core._runtime import current_runtime as current_runtime
 from ._core._sta import STA as STA
+from ._core._watchdog import StallReport as StallReport
+from ._core._watchdog import Watchdog as Watchdog
 
 __version__ = "0.1.0"
 
@@ -136,7 +138,9 @@ __all__ = (
     "RetryPolicy",
     "Runtime",
     "ServerModule",
+    "StallReport",
     "ThreadingModel",
+    "Watchdog",
     "WouldDeadlockError",
     "WrongThreadError",
     "as_interface",

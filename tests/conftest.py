@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings
 
 import aptrt
 
 # aptrt's own pytest plugin (the runtime/STA fixtures and the autouse leak check, aptrt_leak_check),
 # and pytester for tests/test_testing.py, which runs the plugin in user suites
 pytest_plugins = ["aptrt.testing", "pytester"]
+
+# hypothesis profiles: "ci" (the default, fast) and "thorough"; pick one with
+# APTRT_HYPOTHESIS_PROFILE=thorough or `pytest --hypothesis-profile=thorough`
+settings.register_profile("ci", max_examples=50, deadline=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("APTRT_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(

@@ -102,6 +102,8 @@ class Apartment(ABC):
         self.imports: weakref.WeakValueDictionary[int, Proxy[Any]] = weakref.WeakValueDictionary()
         #: set once, when shutdown begins: new calls are refused from then on
         self.closing = False
+        #: what killed the apartment's event loop (a callee's KeyboardInterrupt or SystemExit, say), else None
+        self.failure: BaseException | None = None
         #: the context objects belong to unless code runs in another one
         self.default_context = Context(self, default=True)
         self._contexts: weakref.WeakSet[Context] = weakref.WeakSet()
@@ -120,6 +122,12 @@ class Apartment(ABC):
     def __repr__(self) -> str:
         state = " closing" if self.closing else ""
         return f"<{type(self).__name__} {self.name!r}{state}>"
+
+    def _loop_died(self, exc: BaseException) -> None:
+        """The event loop serving this apartment died of *exc* (its thread, any time): refuse calls."""
+        if self.failure is None:
+            self.failure = exc
+        self.closing = True
 
     # -- to implement ----------------------------------------------------------------------------------
 

@@ -61,6 +61,8 @@ class DisconnectReason(enum.Enum):
     CONTEXT_DISCONNECTED = "context disconnected"
     #: every reference to the object was released
     RELEASED = "object released"
+    #: the server apartment's event loop died (a callee raised KeyboardInterrupt or SystemExit, say)
+    APARTMENT_DIED = "server apartment died"
 
 
 class DisconnectedError(COMError):

@@ -52,10 +52,25 @@ class Counters:
         self.running_calls: dict[Call, None] = {}
 
 
-def closed_error(apartment: Apartment, call: Call) -> DisconnectedError:
+def closed_error(apartment: Apartment, call: Call, failure: BaseException | None = None) -> DisconnectedError:
+    failure = failure or apartment.failure
+    if failure is not None:
+        return ApartmentClosedError(
+            f"apartment {apartment.name!r} died ({failure!r} ended its event loop) before {call.name!r} ran",
+            reason=DisconnectReason.APARTMENT_DIED,
+        )
     return ApartmentClosedError(
         f"apartment {apartment.name!r} shut down before {call.name!r} ran",
         reason=DisconnectReason.SERVER_SHUTDOWN,
+    )
+
+
+def died_error(apartment: Apartment, call: Call, failure: BaseException | None) -> DisconnectedError:
+    """What the caller of a call that was running when its apartment's loop died sees."""
+    cause = f"{failure!r} ended its event loop" if failure is not None else "its event loop stopped"
+    return DisconnectedError(
+        f"apartment {apartment.name!r} died while {call.name!r} was running: {cause}",
+        reason=DisconnectReason.APARTMENT_DIED,
     )
 
 
@@ -165,8 +180,8 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
         else:
             counters.failed += 1
         call.error = _translate(exc, apartment, call)
-        if not isinstance(exc, Exception):
-            call.deliver()
+        if not isinstance(exc, Exception) and not _is_cancellation(exc):
+            call.deliver()  # the caller gets it too; the thread decides what it does to it (see Port._drain)
             raise
     finally:
         tls.call = outer_call
@@ -211,12 +226,23 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
             counters.completed += 1
     except BaseException as exc:
         counters.failed += 1
-        call.error = _translate(exc, apartment, call)
-        # A cancellation from outside the call's scope is the loop shutting down: let it through. Any
-        # other (a cancelled task the callee awaited, say) is the callee's failure, not the loop's.
-        if not isinstance(exc, Exception) and (apartment.closing or not _is_cancellation(exc)):
+        host = port.host
+        if not _is_cancellation(exc):
+            call.error = _translate(exc, apartment, call)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the loop dies of it
+                host.fatal(exc)  # (not raised here: asyncio would stop the loop mid-step)
+        elif _cancelled_from_outside():  # the loop is shutting down (closed, or dying): let it through
+            if apartment.closing and host.failure is None and apartment.failure is None:
+                call.error = DisconnectedError(
+                    f"apartment {apartment.name!r} shut down while {call.name!r} was running",
+                    reason=DisconnectReason.SERVER_SHUTDOWN,
+                )
+            else:
+                call.error = died_error(apartment, call, host.failure)
             call.deliver()
             raise
+        else:  # a cancelled task or future the callee awaited: the callee's failure, not the loop's
+            call.error = _translate(exc, apartment, call)
     finally:
         counters.running -= 1
         del counters.running_calls[call]
@@ -271,6 +297,16 @@ def _remove(instruments: list[Instrument], failed: list[Instrument]) -> None:
 
 def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, (asyncio.CancelledError, trio.Cancelled))
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the running task itself is being cancelled from outside the call's own scope (its task
+    group: the loop closing or dying), rather than the callee having awaited something cancelled."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not asyncio: a trio.Cancelled outside the call's scope is always an outer scope's
+        return True
+    return task is None or task.cancelling() > 0
 
 
 def _translate(exc: BaseException, apartment: Apartment, call: Call) -> BaseException:

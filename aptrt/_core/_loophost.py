@@ -16,7 +16,17 @@ from anyio.abc import TaskGroup
 
 from ._call import REPLY, RUNNING, Call
 from ._exceptions import DeadlineExceededError, NotSupportedError, WouldDeadlockError
-from ._execute import Counters, admit, closed_error, filter_admits, release_slot, run_inline, run_task
+from ._execute import (
+    Counters,
+    admit,
+    closed_error,
+    died_error,
+    filter_admits,
+    logger,
+    release_slot,
+    run_inline,
+    run_task,
+)
 from ._port import Port, make_port
 from ._reentrancy import Gate
 from ._threadstate import tls
@@ -47,6 +57,17 @@ def _uncount(call: Call) -> None:
     if call.counted:
         call.counted = False
         call.context.exit(call)  # type: ignore[union-attr]
+
+
+async def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside a (nest of) single-exception groups, as task groups raise it."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class Message(ABC):
@@ -97,6 +118,8 @@ class LoopHost:
         self._ready = False
         self._stop_waiters: list[Call] = []
         self._ready_waiters: list[Call] = []
+        #: what killed the loop (a callee's KeyboardInterrupt or SystemExit, say), else None
+        self.failure: BaseException | None = None
 
     def __repr__(self) -> str:
         return f"<LoopHost {self.apartment.name!r} ({self.backend})>"
@@ -108,7 +131,7 @@ class LoopHost:
         if call.reserved:
             release_slot(apartment, call)
         if port.closing:
-            call.fail(closed_error(apartment, call))
+            call.fail(closed_error(apartment, call, self.failure))
             return
         if apartment.message_filter is not None and not filter_admits(apartment, call, self.counters):
             return
@@ -178,6 +201,11 @@ class LoopHost:
         while pending and gate.admits(pending[0][0]):
             held, fn = pending.popleft()
             graph.done_waiting(held, gate)
+            if port.closing:  # the loop is closing (or dying): what waited its turn will not run
+                self.counters.failed += 1
+                _uncount(held)
+                held.fail(closed_error(self.apartment, held, self.failure))
+                continue
             if held.expired():
                 self.counters.expired += 1
                 _uncount(held)
@@ -199,6 +227,45 @@ class LoopHost:
         assert self._tg is not None
         self._tg.start_soon(fn, *args)
 
+    # -- dying ----------------------------------------------------------------------------------------
+
+    def note_failure(self, exc: BaseException) -> None:
+        """The loop is dying of *exc* (loop thread): refuse calls from now on."""
+        if self.failure is None:
+            self.failure = exc
+        port = self.port
+        if port is not None:
+            port.closing = True
+        self.apartment._loop_died(exc)
+
+    def fatal(self, exc: BaseException) -> None:
+        """A callee raised *exc* (KeyboardInterrupt, SystemExit; loop thread): the loop dies of it.
+
+        An apartment's own loop stops (its calls fail with :class:`DisconnectedError`, the death is
+        logged); the app's loop (the main STA) gets *exc* raised in one of its tasks, as if its own code
+        had raised it. Never raised from the drain itself: trio calls that an internal error.
+        """
+        self.note_failure(exc)
+        if self._stop is not None:  # a loop on its own thread
+            self._stop.set()
+        elif self._tg is not None:  # the app's loop
+            self._tg.start_soon(_reraise, exc)
+
+    def _fail_leftovers(self) -> None:
+        """The loop has ended (its thread): fail every call it can no longer answer. Normally there is
+        none; after a death, tasks the loop never finished and calls held at reentrancy gates."""
+        apartment = self.apartment
+        for call in self.held_calls():
+            _uncount(call)
+            call.fail(closed_error(apartment, call, self.failure))
+        for gate in (apartment.gate, *apartment.object_gates.values()):
+            if gate is not None:
+                gate.pending.clear()
+        for call in list(self.counters.running_calls):
+            if call.phase != REPLY:
+                call.fail(died_error(apartment, call, self.failure))
+        self.counters.running_calls.clear()
+
     # -- owning a thread -------------------------------------------------------------------------------
 
     def start_thread(self, thread_name: str, ready: Call) -> None:
@@ -212,14 +279,20 @@ class LoopHost:
     def _thread_main(self, backend: str, options: dict[str, Any], ready: Call) -> None:
         try:
             anyio.run(self._serve, ready, backend=backend, backend_options=options)
-        except BaseException as exc:
+            if self.failure is not None:
+                self._log_death(self.failure)
+        except BaseException as exc:  # noqa: BLE001 - to the starter, or logged: the thread ends here
             if ready.phase != REPLY:
                 ready.fail(exc)
             else:
-                import logging
-
-                logging.getLogger("aptrt").exception("aptrt: loop of %r failed", self.apartment.name)
+                self.note_failure(self.failure or _unwrap(exc))
+                self._log_death(exc)
         finally:
+            port = self.port
+            if port is not None:
+                port.closing = True
+                self._shutdown_port(port)
+            self._fail_leftovers()
             with self._lock:
                 self._finished = True
                 waiters, self._stop_waiters = self._stop_waiters, []
@@ -227,6 +300,14 @@ class LoopHost:
                 self._ready_waiters = []
             for waiter in waiters:
                 waiter.deliver()
+
+    def _log_death(self, exc: BaseException) -> None:
+        logger.error(
+            "aptrt: the event loop of apartment %r died of %r; its calls fail with DisconnectedError",
+            self.apartment.name,
+            self.failure,
+            exc_info=exc,
+        )
 
     async def _serve(self, ready: Call) -> None:
         port = self.port = make_port(self)
@@ -248,7 +329,7 @@ class LoopHost:
 
     def _shutdown_port(self, port: Port) -> None:
         apartment = self.apartment
-        port.close_and_sweep(lambda call: call.fail(closed_error(apartment, call)))
+        port.close_and_sweep(lambda call: call.fail(closed_error(apartment, call, self.failure)))
 
     def _mark_ready(self) -> None:
         with self._lock:
@@ -298,3 +379,4 @@ class LoopHost:
         if port is not None:
             port.closing = True
             self._shutdown_port(port)
+        self._fail_leftovers()

@@ -75,6 +75,8 @@ class MTA(Apartment):
         self._closed = threading.Event()
         #: one mark per FlushReleases message in the queue (so statistics count calls only)
         self._flush_marks: deque[None] = deque()
+        #: loops that died (a callee's KeyboardInterrupt, say); joined when the MTA closes
+        self._dead_loops: list[LoopHost] = []
 
     # -- any thread ------------------------------------------------------------------------------------
 
@@ -104,8 +106,7 @@ class MTA(Apartment):
     def statistics(self) -> ApartmentStatistics:
         with self._lock:
             counters = list(self._counters)
-            if self._loop is not None:
-                counters.append(self._loop.counters)
+            counters += [host.counters for host in (*self._dead_loops, self._loop) if host is not None]
         # the inbox also carries FlushReleases messages: one mark each in _flush_marks (deque: atomic)
         queued = max(0, self._queue.qsize() - len(self._flush_marks))
         port = self._loop.port if self._loop is not None else None
@@ -122,8 +123,7 @@ class MTA(Apartment):
     def running_calls(self) -> list[Call]:
         with self._lock:
             counters = list(self._counters)
-            if self._loop is not None:
-                counters.append(self._loop.counters)
+            counters += [host.counters for host in (*self._dead_loops, self._loop) if host is not None]
         return [call for c in counters for call in list(c.running_calls)]
 
     @property
@@ -168,7 +168,12 @@ class MTA(Apartment):
                         elif self.message_filter is None or filter_admits(self, item, counters):
                             fn = admit(item, counters)
                             if fn is not None:
-                                run_inline(item, fn, self, counters)
+                                try:
+                                    run_inline(item, fn, self, counters)
+                                except BaseException:  # noqa: BLE001, S110
+                                    # KeyboardInterrupt, SystemExit: its caller has it; the worker
+                                    # serves on, as a thread pool's worker does
+                                    pass
                     else:
                         item.handle(None)
                     try:
@@ -189,12 +194,18 @@ class MTA(Apartment):
 
     # -- the loop for async methods --------------------------------------------------------------------
 
+    def _loop_died(self, exc: BaseException) -> None:
+        # the MTA lives on: the next async call starts a new loop (see _loop_port)
+        pass
+
     def _loop_port(self) -> Any:
         host = self._loop
-        if host is None:
+        if host is None or host.failure is not None:
             with self._lock:
                 host = self._loop
-                if host is None:
+                if host is None or host.failure is not None:
+                    if host is not None:
+                        self._dead_loops.append(host)
                     host = LoopHost(self, self.backend)
                     ready = Call(None, "start MTA loop", (), None, None, False, INF, 0, None)
                     self._loop = host
@@ -257,8 +268,9 @@ class MTA(Apartment):
         for thread in list(self._workers):
             if thread is not threading.current_thread():
                 thread.join()
-        if self._loop is not None:
-            self._loop.join()
+        for host in [*self._dead_loops, self._loop]:
+            if host is not None:
+                host.join()
         # fail anything queued after the workers left
         while True:
             try:

@@ -152,11 +152,11 @@ class Port(ABC):
                         item.handle(self)  # type: ignore[union-attr]
                 except Exception:  # a handler must never kill the drain; report and go on
                     logger.exception("aptrt: error while handling %r", item)
-                except BaseException:  # KeyboardInterrupt, SystemExit: leave the inbox usable, then let it fly
-                    self._armed.release()
-                    if queue and self._armed.acquire(False):
-                        self._ring(self._drain)
-                    raise
+                except BaseException as exc:  # noqa: BLE001
+                    # KeyboardInterrupt, SystemExit from a sync callee: the loop dies of it, raised in one
+                    # of the loop's tasks (a drain callback must not raise: trio would call that an
+                    # internal error); the rest of the batch fails as the loop closes
+                    self.host.fatal(exc)
             self._armed.release()
             if not queue or not self._armed.acquire(False):
                 return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -20,7 +20,7 @@ from ._exceptions import ChangedModeError, NotInitializedError
 from ._factory import CLSCTX, REGCLS, ClassObjectTable
 from ._interface import Interface
 from ._invoke import refuse_on_loop
-from ._loophost import backend_args
+from ._loophost import LoopHost, backend_args
 from ._marshaling import GlobalInterfaceTable
 from ._mta import MTA
 from ._neutral import NeutralApartment
@@ -29,6 +29,7 @@ from ._reentrancy import WaitForGraph
 from ._registry import registry
 from ._sta import STA
 from ._threadstate import apartment_var, tls
+from ._watchdog import StallReport, Watchdog, check_watchdog_args
 
 I = TypeVar("I", bound=Interface)
 
@@ -47,11 +48,28 @@ class Runtime:
     :param mta_workers: the most worker threads the MTA may run (default: CPUs + 4, at most 32)
     :param backend: the default event loop of the STAs this runtime starts (``"asyncio"``,
         ``"uvloop"`` or ``"trio"``), and of the MTA's loop for async methods
+    :param watchdog: report an event loop (an STA's, the main STA's, the MTA's) that leaves a heartbeat
+        unanswered this many seconds: a callee blocking its apartment's thread (default: no watchdog)
+    :param watchdog_interval: seconds between heartbeats (default: a quarter of *watchdog*)
+    :param on_stall: called with each :class:`StallReport` (default: a warning on the ``aptrt`` logger)
     """
 
-    def __init__(self, *, mta_workers: int | None = None, backend: str = "asyncio") -> None:
+    def __init__(
+        self,
+        *,
+        mta_workers: int | None = None,
+        backend: str = "asyncio",
+        watchdog: float | None = None,
+        watchdog_interval: float | None = None,
+        on_stall: Callable[[StallReport], None] | None = None,
+    ) -> None:
         backend_args(backend)  # validate early
+        check_watchdog_args(watchdog, watchdog_interval)
         self.backend = backend
+        #: the watchdog (``Runtime(watchdog=seconds)``), else None
+        self.watchdog = (
+            Watchdog(self, watchdog, interval=watchdog_interval, on_stall=on_stall) if watchdog is not None else None
+        )
         self._mta_workers = mta_workers
         self._mta: MTA | None = None
         self._neutral: NeutralApartment | None = None
@@ -342,8 +360,24 @@ class Runtime:
         self._state = "open"
         with _active_lock:
             _active.append(self)
+        if self.watchdog is not None:
+            self.watchdog.start()
+
+    def _loop_hosts(self) -> list[LoopHost]:
+        """The event loops serving this runtime's apartments now (for the watchdog)."""
+        with self._lock:
+            stas = list(self._stas)
+        if self._main is not None:
+            stas.insert(0, self._main)
+        hosts = [sta._host for sta in stas if not sta.closing]
+        mta_loop = self._mta._loop if self._mta is not None else None
+        if mta_loop is not None:
+            hosts.append(mta_loop)
+        return [host for host in hosts if host.port is not None and host.port.backend != "pump"]
 
     def _close_done(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self._state = "closed"
         with _active_lock:
             if self in _active:

@@ -51,6 +51,11 @@ class STA(Apartment):
             self.bound.reserve(call, self.name)
         port = self._host.port
         if self.closing or port is None or not port.post(call):
+            if self.failure is not None:
+                raise ApartmentClosedError(
+                    f"apartment {self.name!r} died ({self.failure!r} ended its event loop); {call.name!r} was not run",
+                    reason=DisconnectReason.APARTMENT_DIED,
+                )
             raise ApartmentClosedError(
                 f"apartment {self.name!r} is closed; {call.name!r} was not run",
                 reason=DisconnectReason.SERVER_SHUTDOWN,
