@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
 import subprocess
 import sys
@@ -462,6 +463,23 @@ class TestWatchdog:
             await wait_until(lambda: "answers again" in aptrt_log.text, "the recovery is logged")
         assert "apartment 'logged' has not answered" in aptrt_log.text
         assert "release.wait(5)" in aptrt_log.text
+
+    async def test_dump_shows_a_blocked_apartment(self) -> None:
+        release = threading.Event()
+        dumped: list[str] = []
+
+        def on_stall(report: aptrt.StallReport) -> None:
+            dumped.append(aptrt.dump(report_runtime[0], file=io.StringIO()))
+            release.set()
+
+        report_runtime: list[aptrt.Runtime] = []
+        async with aptrt.Runtime(watchdog=0.05, on_stall=on_stall) as rt, rt.open_sta("dumped") as sta:
+            report_runtime.append(rt)
+            obj = await sta.create(Faulty)
+            with anyio.fail_after(10):
+                assert await obj.block(release) is True
+        assert len(dumped) == 1
+        assert "sta 'dumped': BLOCKED" in dumped[0]
 
     async def test_no_report_while_calls_flow(self, sta_backend: str) -> None:
         reports: list[aptrt.StallReport] = []
