@@ -64,6 +64,8 @@ from ._core._neutral import NeutralApartment as NeutralApartment
 from ._core._observe import CallEvent as CallEvent
 from ._core._observe import Instrument as Instrument
 from ._core._observe import dump as dump
+from ._core._pending import PendingCall as PendingCall
+from ._core._pending import begin as begin
 from ._core._proxy import BlockingProxy as BlockingProxy
 from ._core._proxy import Proxy as Proxy
 from ._core._proxy import as_interface as as_interface
@@ -131,6 +133,7 @@ __all__ = (
     "NotSupportedError",
     "ObjectNotConnectedError",
     "Overflow",
+    "PendingCall",
     "Proxy",
     "RPCTimeoutError",
     "Reentrancy",
@@ -144,6 +147,7 @@ __all__ = (
     "WouldDeadlockError",
     "WrongThreadError",
     "as_interface",
+    "begin",
     "blocking",
     "by_reference",
     "can_unload_now",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, TypeVar
 
 import aptrt
 
-from ._harness import AsyncCall, AsyncMechanism, pin
+from ._harness import AsyncCall, AsyncMechanism, check_result, pin
 
 T = TypeVar("T")
 
@@ -75,4 +77,48 @@ class AptrtTrio(AptrtStaToSta):
     backend = "trio"
 
 
-MECHANISMS: tuple[type[AptrtStaToSta], ...] = (AptrtAsyncio, AptrtUvloop, AptrtTrio)
+class AptrtAsyncioBegin(AptrtAsyncio):
+    """Pipelined from one task, as pykka's window of futures is from one thread: a window of
+    ``aptrt.begin(proxy.inc, x)`` handles, awaited oldest first (latency: begin, then await at once)."""
+
+    key = "aptrt/asyncio+begin"
+    label = "aptrt STA → STA, asyncio, aptrt.begin window"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncCall]:
+        proxy: Any = await self._target.create(Inc)
+        inc = proxy.inc
+        try:
+            yield lambda x: aptrt.begin(inc, x)
+        finally:
+            proxy.release()
+
+    async def _throughput(self, inflight: int, calls: int) -> float:
+        async with self.session() as begin:
+            check_result(41, await begin(41))
+            window: deque[Any] = deque()
+            push, pop = window.append, window.popleft
+            t0 = time.perf_counter()
+            for i in range(min(inflight, calls)):
+                push(begin(i))
+            for i in range(inflight, calls):
+                await pop()
+                push(begin(i))
+            while window:
+                await pop()
+            return time.perf_counter() - t0
+
+
+class AptrtTrioBegin(AptrtAsyncioBegin):
+    key = "aptrt/trio+begin"
+    label = "aptrt STA → STA, trio, aptrt.begin window"
+    backend = "trio"
+
+
+MECHANISMS: tuple[type[AptrtStaToSta], ...] = (
+    AptrtAsyncio,
+    AptrtUvloop,
+    AptrtTrio,
+    AptrtAsyncioBegin,
+    AptrtTrioBegin,
+)

@@ -197,6 +197,11 @@ class Port(ABC):
         """Queue *call* with *submit* (which raises if the target refuses it) and return what to await
         for its reply (the hot path: no coroutine frame of its own). Loop thread, inside a task."""
 
+    def begin(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[None]:
+        """Like :meth:`send`, for a call whose reply may arrive before anyone awaits it
+        (:func:`aptrt.begin`). Loop thread."""
+        return self.send(call, submit)
+
     async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
         """Queue *call* with *submit* (which raises if the target refuses it), wait for the reply, and
         return the result (or raise the callee's error).
@@ -371,7 +376,17 @@ class TrioPort(Port):
 
     def _wake(self, call: Call) -> None:
         if not call.abandoned:
-            trio.lowlevel.reschedule(call.waiter)
+            waiter = call.waiter
+            if type(waiter) is LaterWaiter:
+                waiter.reply_arrived()
+            else:
+                trio.lowlevel.reschedule(waiter)
+
+    def begin(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[None]:
+        waiter = call.waiter = LaterWaiter()
+        call.reply_port = self
+        submit(call)
+        return waiter
 
     def send(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[Any]:
         call.waiter = trio.lowlevel.current_task()
@@ -403,6 +418,34 @@ class TrioPort(Port):
         if deadline == INF:
             return INF
         return time.monotonic() + (deadline - trio.current_time())
+
+
+class LaterWaiter:
+    """What a trio caller awaits for the reply of a call it may await only later (:func:`aptrt.begin`):
+    the reply can arrive first, when no task is blocked to reschedule. Loop thread only."""
+
+    __slots__ = ("_arrived", "_task")
+
+    def __init__(self) -> None:
+        self._arrived = False
+        self._task: trio.lowlevel.Task | None = None
+
+    def reply_arrived(self) -> None:
+        self._arrived = True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self._arrived:
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        yield from trio.lowlevel.wait_task_rescheduled(abort).__await__()  # noqa: ASYNC105 - this is the await
 
 
 async def defer_to_own_deadline(port: Port) -> None:

@@ -25,6 +25,7 @@ from ._threadstate import current_call_var, tls
 
 if TYPE_CHECKING:
     from ._apartment import Apartment
+    from ._port import Port
     from ._stub import Stub
 
 I = TypeVar("I", bound=Interface)
@@ -138,43 +139,65 @@ def _check(proxy: Proxy[Any]) -> tuple[Apartment, Stub]:
     return apartment, stub
 
 
+def start_call(proxy: Proxy[Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any], begin: bool) -> Any:
+    """Check, build and queue a call of *proxy*'s method *name* (the hot path of every cross-apartment
+    call). Returns ``(call, port, waiting)``, *waiting* being what to await for the reply (``port.send``,
+    or ``port.begin`` for a call awaited later); on the rare paths (a full inbox that makes callers wait,
+    a rejection the caller retries, a loop aptrt does not serve) a coroutine that makes the whole call."""
+    state = tls
+    apartment = proxy._apartment
+    current = state.apartment
+    if (current is not apartment and not apartment.admits(current)) or (proxy._released or proxy._stub.disconnected):
+        _check(proxy)  # raises the right error
+    stub = proxy._stub
+    target = stub.apartment
+    if args and not is_plain(args):
+        args = marshal_args(args, apartment, target)
+    parent = state.call or current_call_var.get()
+    port = state.port
+    if port is None:  # a loop aptrt does not serve (an implicit-MTA thread's own loop)
+        return invoke(target, new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment))
+    call = Call(
+        None,
+        name,
+        args,
+        marshal_kwargs(kwargs, apartment, target) if kwargs else None,
+        stub,
+        stub.info.is_async[name],
+        port.caller_deadline(),
+        parent.causality if parent is not None else next(_causality_ids),
+        apartment,
+        parent,
+    )
+    try:
+        waiting = port.begin(call, target.submit) if begin else port.send(call, target.submit)
+    except NoRoom:  # the target's bounded inbox is full and makes callers wait
+        return call_when_room(target, call)
+    except CallRejectedError as exc:
+        if apartment.retry_policy is None:
+            raise
+        return retry_rejected(apartment, _retry_maker(call, kwargs), target, exc)
+    return call, port, waiting
+
+
+async def finish_failed(call: Call, port: Port, kwargs: dict[str, Any] | None) -> Any:
+    """The reply of *call* carries an error: let the caller's own deadline fire first, or retry a
+    rejection under the caller's retry policy; else raise it."""
+    apartment = call.caller
+    assert apartment is not None
+    if type(call.error) is DeadlineExceededError:
+        await defer_to_own_deadline(port)
+    if apartment.retry_policy is not None and isinstance(call.error, CallRejectedError):
+        return await retry_rejected(apartment, _retry_maker(call, kwargs), call.stub.apartment, call.error)  # type: ignore[union-attr]
+    return call.result()
+
+
 def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
     async def method(self: Proxy[Any], *args: Any, **kwargs: Any) -> Any:
-        # The hot path of every cross-apartment call: checks, envelope and wait, inlined.
-        state = tls
-        apartment = self._apartment
-        current = state.apartment
-        if (current is not apartment and not apartment.admits(current)) or (self._released or self._stub.disconnected):
-            _check(self)  # raises the right error
-        stub = self._stub
-        target = stub.apartment
-        if args and not is_plain(args):
-            args = marshal_args(args, apartment, target)
-        parent = state.call or current_call_var.get()
-        port = state.port
-        if port is None:  # a loop aptrt does not serve (an implicit-MTA thread's own loop)
-            call = new_call(None, name, args, kwargs, stub, stub.info.is_async[name], apartment)
-            return await invoke(target, call)
-        call = Call(
-            None,
-            name,
-            args,
-            marshal_kwargs(kwargs, apartment, target) if kwargs else None,
-            stub,
-            stub.info.is_async[name],
-            port.caller_deadline(),
-            parent.causality if parent is not None else next(_causality_ids),
-            apartment,
-            parent,
-        )
-        try:
-            waiting = port.send(call, target.submit)
-        except NoRoom:  # the target's bounded inbox is full and makes callers wait
-            return await call_when_room(target, call)
-        except CallRejectedError as exc:
-            if apartment.retry_policy is None:
-                raise
-            return await retry_rejected(apartment, _retry_maker(call, kwargs), target, exc)
+        started = start_call(self, name, args, kwargs, False)
+        if type(started) is not tuple:
+            return await started
+        call, port, waiting = started
         # Port.call's body, inlined: one coroutine frame less on every cross-apartment call
         try:
             await waiting
@@ -183,10 +206,7 @@ def _make_async_method(name: str) -> Callable[..., Awaitable[Any]]:
                 call.abandon()
             raise
         if call.error is not None:
-            if type(call.error) is DeadlineExceededError:
-                await defer_to_own_deadline(port)
-            if apartment.retry_policy is not None and isinstance(call.error, CallRejectedError):
-                return await retry_rejected(apartment, _retry_maker(call, kwargs), target, call.error)
+            return await finish_failed(call, port, kwargs)
         return call.result()
 
     method.__name__ = method.__qualname__ = name
