@@ -98,6 +98,16 @@ TARGETS: tuple[Target, ...] = (
         "per_s",
     ),
     Target(
+        "pipelined-window-vs-pykka",
+        "pipelined throughput (64 in flight), like for like with pykka's window of futures: a window of "
+        "aptrt.begin handles from one task ≥ 1.5× pykka ask",
+        Ref("aptrt/asyncio+begin", _T64),
+        Ref("10b", _T64),
+        ">=",
+        1.5,
+        "per_s",
+    ),
+    Target(
         "latency-vs-best-peer",
         "sequential latency (median): aptrt STA→STA ≤ 1.15× the best peer of the run",
         Ref(REFERENCE, _LAT),
