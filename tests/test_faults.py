@@ -506,14 +506,14 @@ class TestWatchdog:
     @pytest.mark.parametrize(
         ("kwargs", "error"),
         [
-            ({"watchdog": 0}, ValueError),
-            ({"watchdog": -1.0}, ValueError),
-            ({"watchdog": float("nan")}, ValueError),
-            ({"watchdog": float("inf")}, ValueError),
-            ({"watchdog": "1"}, TypeError),
-            ({"watchdog": True}, TypeError),
-            ({"watchdog": 1, "watchdog_interval": 0}, ValueError),
-            ({"watchdog_interval": 1}, ValueError),
+            ({"watchdog": 0}, aptrt.InvalidArgumentError),
+            ({"watchdog": -1.0}, aptrt.InvalidArgumentError),
+            ({"watchdog": float("nan")}, aptrt.InvalidArgumentError),
+            ({"watchdog": float("inf")}, aptrt.InvalidArgumentError),
+            ({"watchdog": "1"}, aptrt.InvalidArgumentError),
+            ({"watchdog": True}, aptrt.InvalidArgumentError),
+            ({"watchdog": 1, "watchdog_interval": 0}, aptrt.InvalidArgumentError),
+            ({"watchdog_interval": 1}, aptrt.InvalidArgumentError),
         ],
         ids=repr,
     )

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._apartment import Apartment, ApartmentKind, _narrow
 from ._context import Context
-from ._exceptions import ClassNotRegisteredError
+from ._exceptions import ClassNotRegisteredError, InvalidArgumentError, NoInterfaceError
 from ._factory import CLSCTX, ClassFactory, IClassFactory
-from ._interface import Interface, is_com_object
+from ._interface import Interface, is_com_object, is_interface
 from ._registry import ClassRegistration, ThreadingModel, registry
+from ._validate import check_dword
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -60,6 +61,8 @@ def registration_of(what: uuid.UUID | str | type) -> ClassRegistration:
 
 def _clsid_of(what: uuid.UUID | str | type) -> uuid.UUID | None:
     """The CLSID *what* names, or None for a class that is not registered (it may still be created)."""
+    if is_interface(what):
+        raise InvalidArgumentError(f"{what!r} is an interface, not a class: name a class, a CLSID or a ProgID")
     try:
         return registry.resolve(what)
     except ClassNotRegisteredError:
@@ -74,6 +77,7 @@ def _plan(
     """Where to create the object (an apartment, a class object's context, or a host STA's role) and
     the function that creates it there. Class objects registered with the runtime come first; the
     registry (by threading model) after."""
+    context = CLSCTX(check_dword(context, "context"))
     caller = rt._caller_apartment()
     clsid = _clsid_of(what)
     entry = rt.class_objects.find(clsid, caller, context) if clsid is not None else None
@@ -110,6 +114,7 @@ def create_instance_blocking(
 
 async def get_class_object(rt: Runtime, what: uuid.UUID | str | type, context: CLSCTX) -> Any:
     """The class object for *what*, as the caller's apartment sees it (a proxy or the object)."""
+    context = CLSCTX(check_dword(context, "context"))
     caller = rt._caller_apartment()
     clsid = _clsid_of(what)
     entry = rt.class_objects.find(clsid, caller, context) if clsid is not None else None
@@ -126,6 +131,8 @@ def _create_with(factory: Any, interface: type[Interface] | None) -> Any:
     # runs in the factory's apartment: the new object lives there
     if is_com_object(factory) and isinstance(factory, IClassFactory):
         return factory.CreateInstance(None, interface)
+    if not callable(factory):  # a registered object that is no class factory (COM's QueryInterface fails)
+        raise NoInterfaceError(f"the class object {factory!r} does not implement IClassFactory")
     obj = factory()
     return obj
 

@@ -26,6 +26,7 @@ from ._observe import Histogram, Instrument
 from ._reentrancy import Gate, Reentrancy
 from ._stub import ExportTable, Stub
 from ._threadstate import tls
+from ._validate import check_callable, check_int, check_seconds
 
 if TYPE_CHECKING:
     from ._proxy import Proxy
@@ -85,6 +86,10 @@ class Apartment(ABC):
 
     Get one from :class:`aptrt.Runtime` (``rt.main_sta``, ``rt.mta``, ``await rt.start_sta()``) or from
     :func:`aptrt.current_apartment`.
+
+    Every method checks its arguments before anything runs: a function or class that is not callable, an
+    *interface* that names no interface, a *timeout* that is not None or a number ≥ 0 raise
+    :class:`InvalidArgumentError` (``E_INVALIDARG``) in the calling thread.
     """
 
     kind: ApartmentKind
@@ -180,10 +185,23 @@ class Apartment(ABC):
         :param message_filter: ``fn(IncomingCall) -> FilterDecision``, run before each incoming call
         :param retry_policy: how calls made *from* this apartment retry when rejected
         :param reentrancy: ``ALLOW``, ``CALL_CHAIN`` or ``NONE`` (STAs only; the MTA is free-threaded)
+        :raises InvalidArgumentError: an argument of the wrong type or value (``E_INVALIDARG``); nothing
+            is changed then
         """
+        # validate everything first: a bad argument changes nothing
+        if not isinstance(max_queued, _Unset) and max_queued is not None:
+            check_int(max_queued, "max_queued", low=1)
+        mode = _enum(Overflow, overflow, "overflow")
+        if not isinstance(message_filter, _Unset) and message_filter is not None:
+            check_callable(message_filter, "message_filter")
+        if not isinstance(retry_policy, _Unset) and retry_policy is not None:
+            check_callable(getattr(retry_policy, "next_delay", None), "retry_policy.next_delay")
+        policy = None if reentrancy is None else _enum(Reentrancy, reentrancy, "reentrancy")
+        if policy is not None and policy is not Reentrancy.ALLOW and self.kind is ApartmentKind.MTA:
+            raise NotSupportedError("the MTA is free-threaded: reentrancy policies apply to STAs")
         if not isinstance(max_queued, _Unset):
             old = self.bound
-            self.bound = None if max_queued is None else InboxBound(max_queued, Overflow(overflow))
+            self.bound = None if max_queued is None else InboxBound(max_queued, mode)
             if old is not None:  # its queued calls release into it; its waiters try the new bound
                 self._retired_rejected += old.rejected
                 old.retire()
@@ -191,10 +209,7 @@ class Apartment(ABC):
             self.message_filter = message_filter
         if not isinstance(retry_policy, _Unset):
             self.retry_policy = retry_policy
-        if reentrancy is not None:
-            policy = Reentrancy(reentrancy)
-            if policy is not Reentrancy.ALLOW and self.kind is ApartmentKind.MTA:
-                raise NotSupportedError("the MTA is free-threaded: reentrancy policies apply to STAs")
+        if policy is not None:
             self.reentrancy = policy
             self.gate = None if policy is Reentrancy.ALLOW else Gate(self, policy, self.name)
 
@@ -242,6 +257,7 @@ class Apartment(ABC):
         """Run *fn* inside *ctx*. ``counted``: as a call on the context's objects (a class factory making
         one): outstanding while it runs, refused once the context disconnects. Otherwise it is
         ContextCallback's simulated call, which a disconnect neither waits for nor refuses."""
+        check_callable(fn, "fn")
         caller = self._caller()
         call = new_call(fn, _name(fn), args, None, None, is_async, caller, target=self)
         call.context = ctx
@@ -253,6 +269,7 @@ class Apartment(ABC):
     def _run_in_context_blocking(
         self, ctx: Context, fn: Callable[..., Any], args: tuple[Any, ...], *, counted: bool = False
     ) -> Any:
+        check_callable(fn, "fn")
         caller = self._caller()
         call = new_call(fn, _name(fn), args, None, None, False, caller, target=self, blocking=True)
         call.context = ctx
@@ -284,6 +301,7 @@ class Apartment(ABC):
         Arguments and the result are marshaled (interface objects arrive as proxies). From inside this
         apartment, *fn* is simply awaited. This is a checkpoint; cancelling it cancels *fn*'s scope.
         """
+        check_callable(fn, "fn")
         caller = self._caller()
         if caller is self:
             return await fn(*args)
@@ -293,6 +311,7 @@ class Apartment(ABC):
 
     async def run_sync(self, fn: Callable[[Unpack[PosArgsT]], T], *args: *PosArgsT) -> T:
         """Run the plain function *fn* in this apartment and return its result (see :meth:`run`)."""
+        check_callable(fn, "fn")
         caller = self._caller()
         if caller is self:
             return fn(*args)
@@ -310,6 +329,8 @@ class Apartment(ABC):
         Returns a proxy for *interface* (default: the class's first interface) owned by the caller's
         apartment, or the object itself when the caller is in this apartment.
         """
+        check_callable(cls, "cls")
+        _check_interface(interface)
         factory = functools.partial(cls, *args, **kwargs) if kwargs else cls
         result = await self.run_sync(factory, *args) if not kwargs else await self.run_sync(factory)
         return _narrow(result, interface)
@@ -317,6 +338,8 @@ class Apartment(ABC):
     # -- blocking twins (plain threads) ----------------------------------------------------------------
 
     def run_sync_blocking(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        check_callable(fn, "fn")
+        check_seconds(timeout)
         caller = self._caller()
         if caller is self:
             return fn(*args)
@@ -325,6 +348,8 @@ class Apartment(ABC):
         return result
 
     def run_blocking(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None) -> T:
+        check_callable(fn, "fn")
+        check_seconds(timeout)
         caller = self._caller()
         call = new_call(fn, _name(fn), args, None, None, True, caller, target=self, blocking=True)
         result: T = invoke_blocking(self, call, timeout)
@@ -333,6 +358,8 @@ class Apartment(ABC):
     def create_blocking(
         self, cls: Callable[..., Any], *args: Any, interface: type[I] | None = None, timeout: float | None = None
     ) -> Any:
+        check_callable(cls, "cls")
+        _check_interface(interface)
         return _narrow(self.run_sync_blocking(cls, *args, timeout=timeout), interface)
 
     # -- statistics helper -----------------------------------------------------------------------------
@@ -404,10 +431,34 @@ def _narrow(result: Any, interface: type[I] | None) -> Any:
         return result
     from ._proxy import Proxy, query_interface
 
-    narrowed = query_interface(result, interface)
+    try:
+        narrowed = query_interface(result, interface)
+    except BaseException:
+        if isinstance(result, Proxy):
+            result.release()
+        raise
     if isinstance(result, Proxy) and narrowed is not result:
         result.release()
     return narrowed
+
+
+def _check_interface(interface: object) -> None:
+    """An *interface* argument that cannot name an interface fails before anything is created."""
+    if interface is not None:
+        from ._interface import resolve_interface
+
+        resolve_interface(interface)  # type: ignore[arg-type]
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _enum(cls: type[E], value: object, what: str) -> E:
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in cls)
+        raise InvalidArgumentError(f"{what} must be one of {choices}, not {value!r}") from None
 
 
 def check_timeout(timeout: float | None) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from ._exceptions import (
     WouldDeadlockError,
 )
 from ._threadstate import current_call, tls
+from ._validate import check_seconds
 
 if TYPE_CHECKING:
     from ._apartment import Apartment
@@ -136,10 +136,9 @@ class Context:
 
     def _begin(self, timeout: float | None) -> bool:
         """Validate and start disconnecting; True when it is already complete."""
+        check_seconds(timeout)
         if self.default:
             raise NotSupportedError(f"the default context of {self.apartment.name!r} cannot be disconnected")
-        if timeout is not None and (math.isnan(timeout) or timeout < 0):
-            raise InvalidArgumentError(f"timeout must be a non-negative number of seconds or None, not {timeout!r}")
         with self._lock:
             if self._inside_own_call():
                 raise WouldDeadlockError(
@@ -214,7 +213,8 @@ class Context:
         :raises NotSupportedError: this is a default context (``CO_E_NOTSUPPORTED``)
         :raises WouldDeadlockError: called from inside a call on one of this context's objects, directly or
             through a chain of calls (``CONTEXT_E_WOULD_DEADLOCK``), whatever the timeout
-        :raises InvalidArgumentError: *timeout* is negative or NaN (``E_INVALIDARG``; also a ValueError)
+        :raises InvalidArgumentError: *timeout* is not None or a number, or is negative or NaN
+            (``E_INVALIDARG``; also a ValueError), checked before anything else
         """
         if self._begin(timeout):
             return

@@ -99,6 +99,8 @@ _modules: dict[str, ServerModule] = {}
 
 def server_module(name: str) -> ServerModule:
     """The counts of the server module *name* (a module's ``__name__``)."""
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"a server module is named by a str, not {type(name).__name__}")
     with _modules_lock:
         module = _modules.get(name)
         if module is None:
@@ -108,7 +110,10 @@ def server_module(name: str) -> ServerModule:
 
 def can_unload_now(module: str | Any) -> bool:
     """DllCanUnloadNow for a module (its name or the module object): no live objects, no locks."""
-    return server_module(module if isinstance(module, str) else module.__name__).can_unload_now()
+    name = module if isinstance(module, str) else getattr(module, "__name__", None)
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"can_unload_now() takes a module or its name, not {module!r}")
+    return server_module(name).can_unload_now()
 
 
 class ClassFactory(IClassFactory):

@@ -13,13 +13,15 @@
 from __future__ import annotations
 
 import enum
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._exceptions import CallRejectedError, RetryLaterError
+from ._exceptions import CallRejectedError, InvalidArgumentError, RetryLaterError
+from ._validate import check_int
 
 if TYPE_CHECKING:
     from ._call import Call
@@ -75,6 +77,21 @@ class RetryPolicy:
     max_delay: float = 0.5
     #: which rejections are retried (by default both "retry later" and plain rejection)
     retry_on: tuple[type[CallRejectedError], ...] = (RetryLaterError, CallRejectedError)
+
+    def __post_init__(self) -> None:
+        # checked here, not at the first rejected call (InvalidArgumentError, E_INVALIDARG)
+        check_int(self.attempts, "attempts", low=0)
+        for name, finite in (("delay", True), ("backoff", True), ("max_delay", False)):  # max_delay=inf: no cap
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= math.inf:
+                raise InvalidArgumentError(f"{name} must be a number ≥ 0, not {value!r}")
+            if finite and value == math.inf:
+                raise InvalidArgumentError(f"{name} must be finite, not {value!r}")
+        retry_on = self.retry_on
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(cls, type) and issubclass(cls, CallRejectedError) for cls in retry_on
+        ):
+            raise InvalidArgumentError(f"retry_on must be a tuple of CallRejectedError classes, not {retry_on!r}")
 
     def next_delay(self, attempt: int, error: BaseException) -> float | None:
         """Seconds to wait before retry number *attempt* (1-based) after *error*, or None to give up."""

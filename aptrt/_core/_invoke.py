@@ -16,6 +16,7 @@ from ._exceptions import CallRejectedError, WrongThreadError
 from ._flow import NoRoom
 from ._marshal import is_plain, marshal_args, marshal_kwargs
 from ._threadstate import current_call, tls
+from ._validate import check_seconds
 
 if TYPE_CHECKING:
     from ._apartment import Apartment
@@ -166,8 +167,8 @@ def refuse_on_loop(what: str) -> None:
 def invoke_blocking(target: Apartment, call: Call, timeout: float | None) -> Any:
     """Send *call* to *target* and block this thread until the reply (plain threads, MTA workers)."""
     refuse_on_loop(call.name)
-    if timeout is not None and (math.isnan(timeout) or timeout < 0):
-        raise ValueError(f"timeout must be a non-negative number of seconds or None, not {timeout!r}")
+    seconds = check_seconds(timeout)
+    timeout = None if seconds is None or seconds >= _thread.TIMEOUT_MAX else seconds  # inf: no limit
     lock = _thread.allocate_lock()
     lock.acquire()
     call.waiter = lock
@@ -211,6 +212,8 @@ def _invoke_pumping(pump: Any, target: Apartment, call: Call, timeout: float | N
 def block_on_call_pumping(call: Call, submit: Callable[[Call], None], deadline: float = INF) -> bool:
     """Like :func:`block_on_call`, but a pumping STA serves calls while it waits; False on timeout."""
     pump = tls.pump
+    if deadline - time.monotonic() >= _thread.TIMEOUT_MAX:
+        deadline = INF  # longer than a lock can wait: no limit
     if pump is None:
         lock = _thread.allocate_lock()
         lock.acquire()

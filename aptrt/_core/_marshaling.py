@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ._exceptions import InvalidArgumentError, NoInterfaceError, ObjectNotConnectedError
 from ._interface import Interface, class_info, is_com_object, primary_interface, resolve_interface
 from ._proxy import Proxy, make_proxy
+from ._validate import check_cookie
 
 if TYPE_CHECKING:
     import uuid
@@ -85,12 +86,14 @@ class MarshalData:
             if self.released or (self.flags == MSHLFLAGS.NORMAL and self._used):
                 raise ObjectNotConnectedError("this marshal data was already used or released")
             if self._agile is not None:
+                _require(type(self._agile), interface)
                 self._used = True
                 return self._agile
             if self.flags == MSHLFLAGS.TABLEWEAK:
                 obj = self._weak() if self._weak is not None else None
                 if obj is None or self._home is None or self._home.closing:
                     raise ObjectNotConnectedError("the object of this weak marshal data is gone")
+                _require(type(obj), interface)
                 if self._home is apartment:
                     return obj  # at home: the object itself, no stub
                 weak_stub = self._home.exports.export(obj)
@@ -101,6 +104,7 @@ class MarshalData:
             assert stub is not None
             if stub.disconnected:
                 raise ObjectNotConnectedError(f"the object is no longer connected ({stub.reason.value})")
+            _require(stub.info.cls, interface)
             result: Any = stub.obj if stub.apartment is apartment else make_proxy(stub, apartment, interface)
             if result is None:
                 raise ObjectNotConnectedError("the object is no longer connected")
@@ -134,14 +138,27 @@ class MarshalData:
             pass
 
 
+def _require(cls: type, interface: type[Interface]) -> None:
+    """``E_NOINTERFACE`` (before the data is used) when *cls* does not implement *interface*."""
+    if not class_info(cls).implements(interface):
+        raise NoInterfaceError(f"{cls.__qualname__} does not implement {interface.__name__}")
+
+
 def marshal_interface(
     obj: object, interface: type[Interface] | uuid.UUID | str | None = None, flags: MSHLFLAGS = MSHLFLAGS.NORMAL
 ) -> MarshalData:
-    """CoMarshalInterface: marshal data for *obj* (an object of the current apartment, or a proxy)."""
+    """CoMarshalInterface: marshal data for *obj* (an object of the current apartment, or a proxy).
+
+    :param flags: ``NORMAL``, ``TABLESTRONG`` or ``TABLEWEAK``, optionally ``| NOPING`` (no effect in-process)
+    :raises InvalidArgumentError: None, an object with no interface, a released proxy, bad *flags*
+    :raises NoInterfaceError: the object does not implement *interface*
+    """
     if obj is None:
         raise InvalidArgumentError("nothing to marshal (obj is None)")
-    flags = MSHLFLAGS(flags)
+    flags = _flags(flags)
     if isinstance(obj, Proxy):
+        if obj._released:
+            raise InvalidArgumentError(f"{obj!r} was released")
         iface = resolve_interface(interface) if interface is not None else obj._interface
         stub = obj._stub
         if stub.disconnected:
@@ -169,8 +186,20 @@ def marshal_interface(
     return MarshalData(stub, iface, flags, home=home)
 
 
+def _flags(flags: object) -> MSHLFLAGS:
+    """NORMAL, TABLESTRONG or TABLEWEAK, possibly with NOPING (which changes nothing in-process)."""
+    if isinstance(flags, bool) or not isinstance(flags, int) or (flags & ~MSHLFLAGS.NOPING) not in (0, 1, 2):
+        raise InvalidArgumentError(f"flags must be MSHLFLAGS.NORMAL, TABLESTRONG or TABLEWEAK, not {flags!r}")
+    return MSHLFLAGS(flags & ~MSHLFLAGS.NOPING)
+
+
 def unmarshal_interface(data: MarshalData, interface: type[Interface] | uuid.UUID | str | None = None) -> Any:
-    """CoUnmarshalInterface: what *data* names, for the current apartment (object at home, else a proxy)."""
+    """CoUnmarshalInterface: what *data* names, for the current apartment (object at home, else a proxy).
+
+    :raises ObjectNotConnectedError: the data was used (NORMAL) or released, or its object is gone
+        (``CO_E_OBJNOTCONNECTED``)
+    :raises NoInterfaceError: the object does not implement *interface* (the data stays unused)
+    """
     if not isinstance(data, MarshalData):
         raise InvalidArgumentError(f"not marshal data: {data!r}")
     iface = resolve_interface(interface) if interface is not None else data.interface
@@ -210,6 +239,7 @@ class GlobalInterfaceTable:
 
     def revoke(self, cookie: int) -> None:
         """RevokeInterfaceFromGlobal."""
+        check_cookie(cookie)
         with self._lock:
             data = self._entries.pop(cookie, None) if cookie else None
         if data is None:
@@ -217,6 +247,7 @@ class GlobalInterfaceTable:
         data.release()
 
     def _entry(self, cookie: int) -> MarshalData:
+        check_cookie(cookie)
         with self._lock:
             data = self._entries.get(cookie) if cookie else None
         if data is None:

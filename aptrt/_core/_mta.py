@@ -22,6 +22,7 @@ from ._exceptions import ApartmentClosedError, DisconnectReason
 from ._execute import Counters, admit, closed_error, filter_admits, release_slot, run_inline
 from ._invoke import await_call, block_on_call, refuse_on_loop
 from ._loophost import FlushReleases, LoopHost
+from ._port import dispatch_failed
 from ._threadstate import tls
 
 if TYPE_CHECKING:
@@ -160,22 +161,24 @@ class MTA(Apartment):
                 while True:
                     if item is _STOP:
                         return
-                    if type(item) is Call:
-                        if item.reserved:
-                            release_slot(self, item)
-                        if self.closing:
-                            item.fail(closed_error(self, item))
-                        elif self.message_filter is None or filter_admits(self, item, counters):
-                            fn = admit(item, counters)
-                            if fn is not None:
-                                try:
+                    try:
+                        if type(item) is Call:
+                            if item.reserved:
+                                release_slot(self, item)
+                            if self.closing:
+                                item.fail(closed_error(self, item))
+                            elif self.message_filter is None or filter_admits(self, item, counters):
+                                fn = admit(item, counters)
+                                if fn is not None:
                                     run_inline(item, fn, self, counters)
-                                except BaseException:  # noqa: BLE001, S110
-                                    # KeyboardInterrupt, SystemExit: its caller has it; the worker
-                                    # serves on, as a thread pool's worker does
-                                    pass
-                    else:
-                        item.handle(None)
+                        else:
+                            item.handle(None)
+                    except Exception as exc:  # noqa: BLE001 - logged; no caller left waiting
+                        dispatch_failed(item, exc)
+                    except BaseException:  # noqa: BLE001, S110
+                        # KeyboardInterrupt, SystemExit from a callee: its caller has it; the worker serves
+                        # on, as a thread pool's worker does
+                        pass
                     try:
                         item = get_nowait()
                     except queue.Empty:

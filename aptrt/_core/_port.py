@@ -150,8 +150,8 @@ class Port(ABC):
                             dispatch(item, self)
                     else:
                         item.handle(self)  # type: ignore[union-attr]
-                except Exception:  # a handler must never kill the drain; report and go on
-                    logger.exception("aptrt: error while handling %r", item)
+                except Exception as exc:  # noqa: BLE001 - logged; the drain goes on
+                    dispatch_failed(item, exc)
                 except BaseException as exc:  # noqa: BLE001
                     # KeyboardInterrupt, SystemExit from a sync callee: the loop dies of it, raised in one
                     # of the loop's tasks (a drain callback must not raise: trio would call that an
@@ -171,8 +171,8 @@ class Port(ABC):
                     self.host.dispatch(item, self)
             else:
                 item.handle(self)  # type: ignore[union-attr]
-        except Exception:
-            logger.exception("aptrt: error while handling %r", item)
+        except Exception as exc:  # noqa: BLE001 - logged there
+            dispatch_failed(item, exc)
 
     def close_and_sweep(self, fail: Callable[[Call], None]) -> None:
         """Stop accepting items and fail every request still queued (owner thread, after the loop stops)."""
@@ -223,6 +223,14 @@ class Port(ABC):
     @abstractmethod
     def caller_deadline(self) -> float:
         """The running task's effective anyio deadline, on the monotonic clock (``INF`` when none)."""
+
+
+def dispatch_failed(item: Call | Message, exc: Exception) -> None:
+    """Handling *item* raised (a bug in aptrt, or a hostile argument that got past the checks): log it,
+    and fail the call if it was a request, so its caller is not left waiting for a reply never sent."""
+    logger.exception("aptrt: error while handling %r", item)
+    if type(item) is Call and item.phase != REPLY:
+        item.fail(exc)
 
 
 class AsyncioPort(Port):

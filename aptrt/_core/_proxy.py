@@ -22,6 +22,7 @@ from ._invoke import call_when_room, invoke, invoke_blocking, new_call, retry_re
 from ._marshal import is_plain, marshal_args, marshal_kwargs
 from ._port import defer_to_own_deadline
 from ._threadstate import current_call_var, tls
+from ._validate import check_seconds
 
 if TYPE_CHECKING:
     from ._apartment import Apartment
@@ -278,10 +279,16 @@ def query_interface(obj: object, interface: type[J] | uuid.UUID | str) -> Any:
 
     On a proxy, returns a proxy for *interface* on the same object (same apartment, equal to the first);
     on a local object, returns the object itself. Raises :class:`NoInterfaceError` (``E_NOINTERFACE``)
-    when the object does not implement it. No call crosses apartments: interfaces are static in aptrt.
+    when the object does not implement it, :class:`InvalidArgumentError` (``E_INVALIDARG``) for None, a
+    released proxy or an *interface* that is not one. No call crosses apartments: interfaces are static
+    in aptrt.
     """
+    if obj is None:
+        raise InvalidArgumentError("query_interface(None): no object to ask")
     iface: type[J] = resolve_interface(interface)
     if isinstance(obj, Proxy):
+        if obj._released:
+            raise InvalidArgumentError(f"{obj!r} was released")
         stub = obj._stub
         if stub.disconnected:
             raise stub.disconnected_error()
@@ -341,7 +348,7 @@ def blocking(proxy: Proxy[I], *, timeout: float | None = None) -> BlockingProxy[
     """
     if not isinstance(proxy, Proxy):
         raise InvalidArgumentError(f"aptrt.blocking() takes a proxy, not {type(proxy).__name__}")
-    return BlockingProxy(proxy, timeout)
+    return BlockingProxy(proxy, check_seconds(timeout))
 
 
 def as_interface(proxy: Proxy[I]) -> I:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from ._exceptions import ClassNotRegisteredError, InvalidArgumentError
 from ._interface import to_uuid
+from ._validate import check_optional_str
 
 T = TypeVar("T", bound=type)
 
@@ -84,6 +85,9 @@ class ClassRegistry:
         """Register *cls* under *clsid* (replacing an earlier registration of the same CLSID)."""
         if not callable(cls):
             raise InvalidArgumentError(f"{cls!r} is not a class or factory")
+        check_optional_str(progid, "progid")
+        check_optional_str(version_independent_progid, "version_independent_progid")
+        check_optional_str(description, "description")
         model = threading_model if isinstance(threading_model, ThreadingModel) else _model(threading_model)
         registration = ClassRegistration(
             to_uuid(clsid, "CLSID"), cls, model, progid, version_independent_progid, description
@@ -115,6 +119,8 @@ class ClassRegistry:
 
     def clsid_from_progid(self, progid: str) -> uuid.UUID:
         """CLSIDFromProgID: a ProgID (versioned, or version-independent through CurVer) to its CLSID."""
+        if not isinstance(progid, str):
+            raise InvalidArgumentError(f"a ProgID must be a str, not {type(progid).__name__}")
         self.load_entry_points()
         key = progid.lower()
         with self._lock:
@@ -191,6 +197,8 @@ def _looks_like_guid(text: str) -> bool:
 
 
 def _model(name: str) -> ThreadingModel:
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"threading_model must be a ThreadingModel or its name, not {name!r}")
     for model in ThreadingModel:
         if model.value.lower() == name.lower() or model.name.lower() == name.lower():
             return model

@@ -16,9 +16,9 @@ from anyio.abc import TaskGroup
 
 from . import _activation
 from ._apartment import Apartment
-from ._exceptions import ChangedModeError, NotInitializedError
+from ._exceptions import ChangedModeError, InvalidArgumentError, NotInitializedError
 from ._factory import CLSCTX, REGCLS, ClassObjectTable
-from ._interface import Interface
+from ._interface import Interface, is_com_object
 from ._invoke import refuse_on_loop
 from ._loophost import LoopHost, backend_args
 from ._marshaling import GlobalInterfaceTable
@@ -29,6 +29,7 @@ from ._reentrancy import WaitForGraph
 from ._registry import registry
 from ._sta import STA
 from ._threadstate import apartment_var, tls
+from ._validate import check_cookie, check_dword, check_int, check_optional_str
 from ._watchdog import StallReport, Watchdog, check_watchdog_args
 
 I = TypeVar("I", bound=Interface)
@@ -63,7 +64,9 @@ class Runtime:
         watchdog_interval: float | None = None,
         on_stall: Callable[[StallReport], None] | None = None,
     ) -> None:
-        backend_args(backend)  # validate early
+        _check_backend(backend)  # validate early
+        if mta_workers is not None:
+            check_int(mta_workers, "mta_workers (the MTA needs at least one worker)", low=1)
         check_watchdog_args(watchdog, watchdog_interval)
         self.backend = backend
         #: the watchdog (``Runtime(watchdog=seconds)``), else None
@@ -198,6 +201,7 @@ class Runtime:
         :param name: the apartment's name (default ``sta-<n>``)
         :param backend: ``"asyncio"``, ``"uvloop"`` (when installed) or ``"trio"``; default: the runtime's
         :raises NotSupportedError: uvloop was asked for but is not installed
+        :raises InvalidArgumentError: *name* is not a str, or *backend* names no event loop (``E_INVALIDARG``)
         """
         sta = self._new_sta(name, backend)
         try:
@@ -231,10 +235,10 @@ class Runtime:
             await sta.aclose()
 
     def _new_sta(self, name: str | None, backend: str | None, *, lock: bool = True) -> STA:
+        check_optional_str(name, "name")
+        backend = self.backend if backend is None else _check_backend(backend)
         if self._state != "open":
             raise NotInitializedError("the runtime is not open")
-        backend = backend or self.backend
-        backend_args(backend)
         sta = STA(self, name or f"sta-{next(self._names)}", backend)
         if lock:
             with self._lock:
@@ -301,9 +305,19 @@ class Runtime:
     ) -> int:
         """CoRegisterClassObject: make *factory* (an ``IClassFactory`` object, or a callable) the class
         object of *clsid* for the current apartment (in-process) or every apartment (``LOCAL_SERVER``).
-        Objects it makes live in this apartment. Returns the cookie for :meth:`revoke_class_object`."""
+        Objects it makes live in this apartment. Returns the cookie for :meth:`revoke_class_object`.
+
+        :raises InvalidArgumentError: *factory* is neither an ``IClassFactory`` nor a callable, or
+            *context*/*flags* are not ints (``E_INVALIDARG``)
+        """
         from ._context import current_context
 
+        if factory is None or not (
+            callable(factory) or is_com_object(factory) or callable(getattr(factory, "CreateInstance", None))
+        ):
+            raise InvalidArgumentError(f"the class object must be an IClassFactory or a callable, not {factory!r}")
+        context = CLSCTX(check_dword(context, "context"))
+        flags = REGCLS(check_dword(flags, "flags"))
         apartment = self._caller_apartment()
         clsid = registry.resolve(clsid) if not isinstance(clsid, uuid.UUID) else clsid
         owner = current_context()
@@ -317,8 +331,9 @@ class Runtime:
         )
 
     def revoke_class_object(self, cookie: int) -> None:
-        """CoRevokeClassObject (from the apartment that registered it)."""
-        self.class_objects.revoke(cookie, self._caller_apartment())
+        """CoRevokeClassObject (from the apartment that registered it): ``CO_E_OBJNOTREG`` for an unknown
+        cookie, ``E_INVALIDARG`` for one that is not an int."""
+        self.class_objects.revoke(check_cookie(cookie), self._caller_apartment())
 
     def resume_class_objects(self) -> None:
         """CoResumeClassObjects: registrations made with ``REGCLS.SUSPENDED`` become visible."""
@@ -382,6 +397,17 @@ class Runtime:
         with _active_lock:
             if self in _active:
                 _active.remove(self)
+
+
+def _check_backend(backend: object) -> str:
+    """*backend* if it names an event loop aptrt runs (``InvalidArgumentError`` otherwise)."""
+    if not isinstance(backend, str):
+        raise InvalidArgumentError(f"backend must be a str, not {type(backend).__name__}")
+    try:
+        backend_args(backend)
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+    return backend
 
 
 def all_runtimes() -> list[Runtime]:

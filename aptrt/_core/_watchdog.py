@@ -14,6 +14,7 @@ itself) and pumping STAs (``aptrt.com`` threads serve only while they wait in a 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -25,9 +26,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ._call import Call
+from ._exceptions import InvalidArgumentError
 from ._execute import run_inline, run_task
 from ._loophost import LoopHost, Message
 from ._port import Port
+from ._validate import check_seconds
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -191,13 +194,10 @@ def _log_stall(report: StallReport) -> None:
 
 
 def check_watchdog_args(threshold: object, interval: object) -> None:
-    """Validate ``Runtime(watchdog=..., watchdog_interval=...)``."""
+    """Validate ``Runtime(watchdog=..., watchdog_interval=...)`` (E_INVALIDARG, before anything starts)."""
     for name, value in (("watchdog", threshold), ("watchdog_interval", interval)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-        if not value > 0 or value == float("inf"):  # also refuses NaN
-            raise ValueError(f"{name} must be a positive, finite number of seconds, not {value!r}")
+        seconds = check_seconds(value, name)
+        if seconds is not None and not 0 < seconds < math.inf:
+            raise InvalidArgumentError(f"{name} must be a positive, finite number of seconds, not {value!r}")
     if threshold is None and interval is not None:
-        raise ValueError("watchdog_interval needs watchdog (the threshold)")
+        raise InvalidArgumentError("watchdog_interval needs watchdog (the threshold)")

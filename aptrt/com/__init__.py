@@ -6,7 +6,11 @@ COM-style code and the classic samples port mechanically:
   where there are several). A function that only returns an HRESULT returns ``S_OK`` (0) or ``S_FALSE``
   (1); a failing HRESULT raises :class:`COMError` (``aptrt.COMError``: the core's typed subclasses where
   one exists) with ``.hresult`` set to the exact (signed) code. A missing (None) required argument is
-  ``E_INVALIDARG``.
+  ``E_INVALIDARG``, and so is a value of the wrong type or out of range (a DWORD outside
+  ``0..0xFFFFFFFF``, a bool or float where an int belongs): every function of the facade raises only
+  :class:`COMError` for bad arguments (``InvalidArgumentError`` is also a ``ValueError``,
+  ``NoInterfaceError`` a ``TypeError``). Reserved arguments (``pvReserved``, ``pvDestContext``,
+  ``pServerInfo``) are ignored, as Wine does.
 * Interfaces are :class:`aptrt.Interface` subclasses; :class:`IUnknown` gives implementation classes
   working ``QueryInterface``/``AddRef``/``Release``. An IID argument takes an interface class or its IID
   (``uuid.UUID`` or ``"{...}"``); a CLSID a ``uuid.UUID``, a ``"{...}"`` string or a ProgID.
@@ -44,6 +48,7 @@ import threading
 from .._core._exceptions import COMError as COMError
 from .._core._factory import IClassFactory as IClassFactory
 from .._core._hresult import HRESULT as HRESULT
+from .._core._validate import check_int as _check_int
 from ._activation import CLSIDFromProgID as CLSIDFromProgID
 from ._activation import CoCreateInstance as CoCreateInstance
 from ._activation import CoGetClassObject as CoGetClassObject
@@ -221,12 +226,12 @@ def GetCurrentThreadId() -> int:
 
 
 def SUCCEEDED(hr: int) -> bool:
-    """The SUCCEEDED() macro: severity bit clear."""
-    return (hr & 0xFFFFFFFF) < 0x80000000
+    """The SUCCEEDED() macro: severity bit clear (``E_INVALIDARG`` for something that is not an int)."""
+    return (_check_int(hr, "hr") & 0xFFFFFFFF) < 0x80000000
 
 
 def FAILED(hr: int) -> bool:
-    """The FAILED() macro: severity bit set."""
+    """The FAILED() macro: severity bit set (``E_INVALIDARG`` for something that is not an int)."""
     return not SUCCEEDED(hr)
 
 

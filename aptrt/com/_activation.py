@@ -21,12 +21,13 @@ from typing import Any
 from .._core._activation import placement
 from .._core._apartment import Apartment
 from .._core._context import Context
-from .._core._exceptions import ClassNotRegisteredError
+from .._core._exceptions import ClassNotRegisteredError, InvalidArgumentError, NoInterfaceError
 from .._core._factory import CLSCTX, REGCLS, IClassFactory, server_module
 from .._core._hresult import HRESULT
-from .._core._interface import Interface
+from .._core._interface import Interface, is_com_object
 from .._core._marshal import by_reference
 from .._core._registry import ClassRegistration, registry
+from .._core._validate import check_cookie
 from . import _init
 from ._constants import (
     CLSCTX_INPROC_HANDLER,
@@ -41,7 +42,7 @@ from ._constants import (
 from ._context import create_context_switcher
 from ._marshal import FreeThreadedMarshaler, global_interface_table, make_packet, unmarshal_packet
 from ._unknown import IUnknown, qi
-from ._util import addref, error, release, required, to_clsid, to_interface
+from ._util import addref, dword, error, release, required, to_clsid, to_interface
 
 IID_IClassFactory = IClassFactory.__iid__
 
@@ -131,12 +132,21 @@ def _runs_here(target: Apartment | Context, apartment: Apartment) -> bool:
 
 
 def _create(factory: Any, outer: object, interface: type[Interface]) -> Any:
-    return factory.CreateInstance(outer, interface)
+    return _create_instance(factory)(outer, interface)
+
+
+def _create_instance(factory: Any) -> Any:
+    """The class object's CreateInstance; ``E_NOINTERFACE`` when it is no class factory (COM's
+    QueryInterface(IID_IClassFactory) on a registered object fails)."""
+    create = getattr(factory, "CreateInstance", None)
+    if not callable(create):
+        raise NoInterfaceError(f"the class object {type(factory).__qualname__} does not implement IClassFactory")
+    return create
 
 
 def _create_remote(factory: Any, outer: object, interface: type[Interface], home: Apartment) -> Any:
     # runs in the class object's apartment: make, marshal (NORMAL), let go of the creation reference
-    obj = factory.CreateInstance(outer, interface)
+    obj = _create_instance(factory)(outer, interface)
     try:
         packet = make_packet(obj, interface, MSHLFLAGS_NORMAL, MSHCTX_INPROC, home)
     finally:
@@ -171,12 +181,16 @@ def CoCreateInstance(rclsid: Any, pUnkOuter: object, dwClsContext: int, riid: An
 
     :raises NotInitializedError: not initialised and no MTA (``CO_E_NOTINITIALIZED``)
     :raises ClassNotRegisteredError: no such class for *dwClsContext* (``REGDB_E_CLASSNOTREG``)
-    :raises NoInterfaceError: the object does not implement *riid* (``E_NOINTERFACE``)
-    :raises COMError: ``CLASS_E_NOAGGREGATION`` for an outer object the class does not accept
+    :raises NoInterfaceError: the object does not implement *riid*, or the registered class object is no
+        IClassFactory (``E_NOINTERFACE``)
+    :raises InvalidArgumentError: no CLSID or IID, or *dwClsContext* is not a DWORD (``E_INVALIDARG``)
+    :raises COMError: ``CLASS_E_NOAGGREGATION`` for an outer object the class does not accept;
+        ``CO_E_CLASSSTRING`` for a string that is neither a GUID nor a known ProgID
     """
     _init.flush()
     required(rclsid, "rclsid")
     required(riid, "riid")
+    dword(dwClsContext, "dwClsContext")
     apartment = _init.require_apartment()
     clsid = to_clsid(rclsid)
     interface = to_interface(riid)
@@ -199,6 +213,7 @@ def CoGetClassObject(rclsid: Any, dwClsContext: int, pServerInfo: object = None,
     """
     _init.flush()
     required(rclsid, "rclsid")
+    dword(dwClsContext, "dwClsContext")
     apartment = _init.require_apartment()
     clsid = to_clsid(rclsid)
     interface = to_interface(riid)
@@ -228,10 +243,16 @@ def CoRegisterClassObject(rclsid: Any, pUnk: Any, dwClsContext: int, flags: int)
     registered inside one (``IContextCallback``). Returns the cookie for :func:`CoRevokeClassObject`.
 
     :raises COMError: ``CO_E_OBJISREG`` if the class is already registered here
+    :raises InvalidArgumentError: *pUnk* is neither a COM object, a class factory nor a callable
+        (``E_INVALIDARG``)
     """
     _init.flush()
     required(rclsid, "rclsid")
     required(pUnk, "pUnk")
+    if not (is_com_object(pUnk) or callable(pUnk) or callable(getattr(pUnk, "CreateInstance", None))):
+        raise InvalidArgumentError(f"pUnk must be a class object (an IClassFactory) or a callable, not {pUnk!r}")
+    dword(dwClsContext, "dwClsContext")
+    dword(flags, "flags")
     apartment = _init.require_apartment()
     clsid = to_clsid(rclsid)
     cookie = apartment.runtime.register_class_object(clsid, pUnk, context=CLSCTX(dwClsContext), flags=REGCLS(flags))
@@ -245,9 +266,11 @@ def CoRevokeClassObject(dwRegister: int) -> int:
     """Revoke a registration (from the apartment that made it).
 
     :raises COMError: ``CO_E_OBJNOTREG`` for an unknown cookie
+    :raises InvalidArgumentError: a cookie that is not an int (``E_INVALIDARG``)
     :raises WrongThreadError: made by another apartment (``RPC_E_WRONG_THREAD``)
     """
     _init.flush()
+    check_cookie(dwRegister, "dwRegister")
     apartment = _init.require_apartment()
     apartment.runtime.revoke_class_object(dwRegister)
     with _reg_lock:

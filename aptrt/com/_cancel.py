@@ -21,7 +21,7 @@ from .._core._exceptions import CallCancelledError, COMError, NoInterfaceError
 from .._core._hresult import HRESULT
 from .._core._threadstate import current_call
 from ._constants import INFINITE, RPC_S_CALLPENDING, S_OK
-from ._util import error
+from ._util import dword, error
 from ._wait import cancel, cancel_count, change_cancel_count, pending_calls, replied
 
 
@@ -56,9 +56,10 @@ def CoCancelCall(dwThreadId: int, ulTimeout: int) -> int:
         ``RPC_E_CALL_COMPLETE`` if its call has just returned
     :raises NoInterfaceError: the thread waits on no call (``E_NOINTERFACE``)
     :raises CallCancelledError: that call was already cancelled (``RPC_E_CALL_CANCELED``)
+    :raises InvalidArgumentError: an argument is not a DWORD (``E_INVALIDARG``)
     """
-    if isinstance(ulTimeout, bool) or not isinstance(ulTimeout, int) or ulTimeout < 0:
-        raise error(HRESULT.E_INVALIDARG, "ulTimeout must be a non-negative number of seconds or INFINITE")
+    dword(dwThreadId, "dwThreadId")
+    dword(ulTimeout, "ulTimeout")  # seconds, or INFINITE
     tid = dwThreadId or threading.get_native_id()
     if not cancel_count(tid):
         raise error(HRESULT.CO_E_CANCEL_DISABLED, f"call cancellation is not enabled on thread {tid}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core._apartment import Apartment, ApartmentKind
-from .._core._exceptions import NotSupportedError, RetryLaterError
+from .._core._exceptions import InvalidArgumentError, NotSupportedError, RetryLaterError
 from .._core._flow import CallType, FilterDecision, IncomingCall, RetryPolicy
 from .._core._threadstate import tls
 from . import _init
@@ -120,8 +120,18 @@ def CoRegisterMessageFilter(lpMessageFilter: Any) -> Any:
     :return: the previous filter (None if there was none); the caller owns its reference
     :raises NotSupportedError: the thread is not in an STA (``CO_E_NOT_SUPPORTED``): the MTA, the
         implicit MTA and uninitialised threads have no message filters
+    :raises InvalidArgumentError: *lpMessageFilter* is not a message filter object (``E_INVALIDARG``)
     """
     _init.flush()
+    if lpMessageFilter is not None and (
+        isinstance(lpMessageFilter, type)
+        or not all(
+            callable(getattr(lpMessageFilter, name, None)) for name in ("HandleInComingCall", "RetryRejectedCall")
+        )
+    ):
+        raise InvalidArgumentError(
+            f"lpMessageFilter must be an IMessageFilter (HandleInComingCall, RetryRejectedCall), not {lpMessageFilter!r}"
+        )
     apartment = tls.apartment
     if apartment is None or apartment.kind not in (ApartmentKind.STA, ApartmentKind.MAIN_STA):
         raise NotSupportedError("message filters are for single-threaded apartments")

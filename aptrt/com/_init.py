@@ -29,6 +29,7 @@ from .._core._exceptions import ChangedModeError, DisconnectReason, InvalidArgum
 from .._core._pump import PumpSTA
 from .._core._runtime import Runtime
 from .._core._threadstate import tls
+from .._core._validate import check_cookie
 from ._constants import (
     APTTYPE_MAINSTA,
     APTTYPE_MTA,
@@ -463,6 +464,7 @@ def CoDecrementMTAUsage(cookie: int) -> int:
     :raises InvalidArgumentError: not a live cookie (``E_INVALIDARG``)
     """
     flush()
+    check_cookie(cookie)
     with state.lock:
         if cookie not in state.cookies:
             raise InvalidArgumentError(f"{cookie!r} is not a live MTA usage cookie")

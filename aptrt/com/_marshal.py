@@ -28,6 +28,7 @@ from .._core._hresult import HRESULT
 from .._core._interface import Interface, is_com_object
 from .._core._marshaling import Agile
 from .._core._proxy import Proxy
+from .._core._validate import check_cookie
 from . import _init
 from ._constants import (
     MSHCTX_CROSSCTX,
@@ -55,7 +56,7 @@ from ._unknown import (
     qi,
     supports,
 )
-from ._util import addref, error, release, required, to_interface
+from ._util import addref, dword, error, release, required, to_interface
 
 # -- interfaces ------------------------------------------------------------------------------------------
 
@@ -161,9 +162,7 @@ def uses_ftm(obj: Any) -> bool:
 
 def make_packet(pUnk: Any, interface: type[Interface], flags: int, dest: int, apartment: Apartment) -> Packet:
     """Marshal *pUnk* (an object of *apartment*, or a proxy) for *interface*: CoMarshalInterface's work."""
-    if isinstance(flags, bool) or not isinstance(flags, int) or (flags & ~MSHLFLAGS_NOPING) not in (0, 1, 2):
-        raise InvalidArgumentError(f"invalid MSHLFLAGS {flags!r}")
-    flags &= ~MSHLFLAGS_NOPING
+    flags = _mshlflags(flags)
     if isinstance(pUnk, Proxy):
         pUnk = adopt(pUnk)
     if isinstance(pUnk, ComProxy):
@@ -190,6 +189,13 @@ def make_packet(pUnk: Any, interface: type[Interface], flags: int, dest: int, ap
     else:
         ext_addref(home, 1)
     return Packet(home, None, interface, flags)
+
+
+def _mshlflags(flags: object) -> int:
+    """NORMAL, TABLESTRONG or TABLEWEAK (NOPING stripped: it changes nothing in-process); else E_INVALIDARG."""
+    if isinstance(flags, bool) or not isinstance(flags, int) or (flags & ~MSHLFLAGS_NOPING) not in (0, 1, 2):
+        raise InvalidArgumentError(f"invalid MSHLFLAGS {flags!r}")
+    return flags & ~MSHLFLAGS_NOPING
 
 
 def unmarshal_packet(packet: Packet, interface: type[Interface], apartment: Apartment) -> Any:
@@ -264,6 +270,10 @@ class ComStream(Agile, IStream):
 
     def Seek(self, dlibMove: int, dwOrigin: int = STREAM_SEEK_SET) -> int:
         """Move the position (in packets); returns the new position."""
+        if isinstance(dlibMove, bool) or not isinstance(dlibMove, int):
+            raise error(HRESULT.E_INVALIDARG, f"cannot seek by {dlibMove!r}: not an int")
+        if isinstance(dwOrigin, bool) or not isinstance(dwOrigin, int):
+            raise error(HRESULT.E_INVALIDARG, f"unknown seek origin {dwOrigin!r}")
         with self._lock:
             base = {STREAM_SEEK_SET: 0, STREAM_SEEK_CUR: self._pos, STREAM_SEEK_END: len(self._items)}.get(dwOrigin)
             if base is None or base + dlibMove < 0:
@@ -324,6 +334,7 @@ def CoMarshalInterface(
     _init.flush()
     stream = _stream(pStm)
     required(pUnk, "pUnk")
+    dword(dwDestContext, "dwDestContext")
     apartment = _init.require_apartment()
     stream.write(make_packet(pUnk, to_interface(riid), mshlflags, dwDestContext, apartment))
     return S_OK
@@ -402,6 +413,7 @@ class GlobalInterfaceTable(Agile, IGlobalInterfaceTable):
     def RevokeInterfaceFromGlobal(self, dwCookie: int) -> int:
         """Forget a cookie and release its marshal data; ``E_INVALIDARG`` for an unknown cookie (or 0)."""
         _init.flush()
+        check_cookie(dwCookie, "dwCookie")
         _init.require_apartment()
         with self._lock:
             packet = self._entries.pop(dwCookie, None) if dwCookie else None
@@ -417,6 +429,7 @@ class GlobalInterfaceTable(Agile, IGlobalInterfaceTable):
         :raises InvalidArgumentError: an unknown cookie, or 0 (``E_INVALIDARG``)
         """
         _init.flush()
+        check_cookie(dwCookie, "dwCookie")
         apartment = _init.require_apartment()
         with self._lock:
             packet = self._entries.get(dwCookie) if dwCookie else None
@@ -489,7 +502,7 @@ class FreeThreadedMarshaler(Agile, IMarshal):
         required(pv, "pv")
         interface = to_interface(riid)
         if dwDestContext in (MSHCTX_INPROC, MSHCTX_CROSSCTX):
-            flags = mshlflags & ~MSHLFLAGS_NOPING
+            flags = _mshlflags(mshlflags)
             if not supports(pv, interface):
                 raise NoInterfaceError(f"{type(pv).__qualname__} does not implement {interface.__name__}")
             if flags != MSHLFLAGS_TABLEWEAK:
@@ -514,7 +527,12 @@ class FreeThreadedMarshaler(Agile, IMarshal):
 
 def CoCreateFreeThreadedMarshaler(punkOuter: Any) -> FreeThreadedMarshaler:
     """A free-threaded marshaler aggregated by *punkOuter* (None: a standalone one). Return it from the
-    outer object's ``QueryInterface(IID_IMarshal)`` to make the object travel as itself."""
+    outer object's ``QueryInterface(IID_IMarshal)`` to make the object travel as itself.
+
+    :raises InvalidArgumentError: *punkOuter* is neither None nor a COM object (``E_INVALIDARG``)
+    """
+    if punkOuter is not None and not (is_com_object(punkOuter) or isinstance(punkOuter, ComProxy)):
+        raise InvalidArgumentError(f"punkOuter must be a COM object or None, not {type(punkOuter).__qualname__}")
     return FreeThreadedMarshaler(punkOuter)
 
 
@@ -526,9 +544,14 @@ def CoLockObjectExternal(pUnk: Any, fLock: bool, fLastUnlockReleases: bool = Tru
     server does to keep an object alive for its clients. The first lock makes the object's stub; the
     last unlock, with *fLastUnlockReleases*, lets it go (table-weak data then keeps it only if the object
     implements IExternalConnection). Unlocking an object never locked does nothing (``S_OK``).
-    On a proxy, it adds or removes a reference on the proxy."""
+    On a proxy, it adds or removes a reference on the proxy.
+
+    :raises InvalidArgumentError: *pUnk* is None, or neither a COM object nor a facade proxy (``E_INVALIDARG``)
+    """
     _init.flush()
     required(pUnk, "pUnk")
+    if not isinstance(pUnk, ComProxy) and not is_com_object(pUnk):
+        raise InvalidArgumentError(f"{type(pUnk).__qualname__} is not a COM object: it cannot be locked")
     apartment = _init.require_apartment()
     if isinstance(pUnk, ComProxy):
         if fLock:

@@ -26,6 +26,7 @@ from .._core._hresult import HRESULT, hresult_name
 from .._core._interface import Interface, interface_by_iid, is_interface, to_uuid
 from .._core._proxy import Proxy
 from .._core._registry import registry
+from .._core._validate import check_dword
 
 # The core's typed exception for each HRESULT that has one; any other failure is a plain COMError.
 _TYPED: dict[int, type[COMError]] = {
@@ -69,12 +70,19 @@ def required(value: object, what: str) -> None:
 
 
 def check_hresult(result: Any) -> Any:
-    """A callback's answer as the facade returns it: None → ``S_OK``; a failing HRESULT raises."""
+    """A callback's answer as the facade returns it: None → ``S_OK``; a failing HRESULT (an int in the
+    32-bit range with the severity bit set) raises; anything else is returned as it is."""
     if result is None:
         return HRESULT.S_OK.value
-    if isinstance(result, int) and not isinstance(result, bool) and signed(result) < 0:
+    if isinstance(result, int) and not isinstance(result, bool) and -(1 << 31) <= signed(result) < 0:
         raise error(result)
     return result
+
+
+def dword(value: object, what: str) -> int:
+    """A DWORD argument (flags, a thread id, milliseconds): an int in ``[0, 0xFFFFFFFF]``, else
+    ``E_INVALIDARG``."""
+    return check_dword(value, what)
 
 
 # -- interface and class ids -----------------------------------------------------------------------------
@@ -137,7 +145,7 @@ def _is_guid(text: str) -> bool:
 
 def addref(obj: object) -> None:
     """``obj.AddRef()`` if the object counts its references (COM objects of the facade do)."""
-    if isinstance(obj, Proxy):  # an async proxy's AddRef would be a remote coroutine
+    if isinstance(obj, (Proxy, type)):  # an async proxy's AddRef would be a remote coroutine; a class has none
         return
     fn = getattr(obj, "AddRef", None)
     if callable(fn):
@@ -146,7 +154,7 @@ def addref(obj: object) -> None:
 
 def release(obj: object) -> None:
     """``obj.Release()`` if the object counts its references."""
-    if isinstance(obj, Proxy):
+    if isinstance(obj, (Proxy, type)):
         return
     fn = getattr(obj, "Release", None)
     if callable(fn):

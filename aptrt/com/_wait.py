@@ -215,9 +215,9 @@ def replied(pending: PendingCall) -> bool:
 
 
 def timeout_seconds(milliseconds: object, what: str = "dwTimeout") -> float:
-    """A COM timeout in milliseconds (``INFINITE`` allowed) as seconds (``inf``)."""
-    if isinstance(milliseconds, bool) or not isinstance(milliseconds, int) or milliseconds < 0:
-        raise InvalidArgumentError(f"{what} must be a non-negative number of milliseconds or INFINITE")
+    """A COM timeout in milliseconds (a DWORD; ``INFINITE`` allowed) as seconds (``inf``)."""
+    if isinstance(milliseconds, bool) or not isinstance(milliseconds, int) or not 0 <= milliseconds <= INFINITE:
+        raise InvalidArgumentError(f"{what} must be a number of milliseconds (0 to 0xFFFFFFFE) or INFINITE")
     return INF if milliseconds == INFINITE else milliseconds / 1000
 
 
@@ -232,13 +232,16 @@ def CoWaitForMultipleHandles(dwFlags: int, dwTimeout: int, pHandles: Sequence[th
     """
     required(pHandles, "pHandles")
     refuse_on_loop("CoWaitForMultipleHandles")
-    handles = list(pHandles)
+    try:
+        handles = list(pHandles)
+    except TypeError:
+        raise InvalidArgumentError(f"pHandles must be a sequence of events, not {type(pHandles).__name__}") from None
     if not handles:
         raise error(HRESULT.RPC_E_NO_SYNC, "no handles to wait for")
     for handle in handles:
         if not (callable(getattr(handle, "is_set", None)) and callable(getattr(handle, "wait", None))):
             raise InvalidArgumentError(f"handles must be threading.Event objects, not {type(handle).__name__}")
-    if isinstance(dwFlags, bool) or not isinstance(dwFlags, int) or dwFlags < 0:
+    if isinstance(dwFlags, bool) or not isinstance(dwFlags, int) or not 0 <= dwFlags <= INFINITE:
         raise InvalidArgumentError(f"invalid COWAIT flags {dwFlags!r}")
     seconds = timeout_seconds(dwTimeout)
     deadline = INF if seconds == INF else time.monotonic() + seconds
