@@ -258,6 +258,13 @@ class AsyncioPort(Port):
         submit(call)
         return waiter
 
+    def begin(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[None]:
+        waiter = LaterReplyWaiter(self.loop)
+        call.waiter = waiter
+        call.reply_port = self
+        submit(call)
+        return waiter
+
     def caller_deadline(self) -> float:
         if _task_states_get is None:  # anyio's internals changed: use the public, slower API
             return _anyio_deadline()
@@ -426,6 +433,23 @@ class TrioPort(Port):
         if deadline == INF:
             return INF
         return time.monotonic() + (deadline - trio.current_time())
+
+
+class LaterReplyWaiter(ReplyWaiter):
+    """The :class:`ReplyWaiter` of a call started with :func:`aptrt.begin`. Its task usually keeps a
+    window of such calls: resuming it at each reply would step it once per reply (it would find the next
+    reply not yet drained and suspend again). So the task is resumed after the drain, as a Future
+    resumes it, and then takes every reply of the batch without suspending."""
+
+    __slots__ = ()
+
+    def reply_arrived(self) -> None:
+        if self._state != _PENDING:
+            return
+        self._state = _DONE
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            self._loop.call_soon(callback, self, context=self._context)
 
 
 class LaterWaiter:
