@@ -15,7 +15,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import anyio
@@ -41,6 +41,13 @@ _causality_ids = itertools.count(1)
 def new_causality() -> int:
     """A fresh causality id for a call chain that starts here."""
     return next(_causality_ids)
+
+
+class Runner(Protocol):
+    """Where cancel requests for a running async callee go: the inbox of the loop that runs it (a
+    :class:`Port`, or the short-lived loop of a neutral callee on a plain thread)."""
+
+    def post(self, item: Any) -> bool: ...
 
 
 class Call:
@@ -96,7 +103,7 @@ class Call:
     #: the callee's cancel scope while an async callee runs
     scope: anyio.CancelScope | None
     #: the inbox of the loop that runs an async callee (where cancel requests go)
-    runner: Port | None
+    runner: Runner | None
     #: when the caller made the call (``time.perf_counter()``, one clock for every thread)
     started: float
     #: the context the call runs in (set by the caller for ``Context.run``, else by the dispatcher)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._call import INF
-from ._exceptions import CallCancelledError, DisconnectedError, DisconnectReason
+from ._exceptions import CallCancelledError, DeadlineExceededError, DisconnectedError, DisconnectReason
 from ._threadstate import current_call, tls
 
 
@@ -11,7 +11,8 @@ def check_cancelled() -> None:
     """Raise if the call being served here should stop: for sync callees, which cannot see cancel scopes.
 
     :raises CallCancelledError: the caller cancelled the call (``RPC_E_CALL_CANCELED``)
-    :raises TimeoutError: the caller's deadline has passed
+    :raises DeadlineExceededError: the caller's deadline has passed (a :class:`TimeoutError`; the caller's
+        own scope reports it: ``move_on_after`` stays quiet, ``fail_after`` raises as usual)
     :raises DisconnectedError: the apartment is shutting down
     Outside a call it does nothing.
     """
@@ -23,7 +24,7 @@ def check_cancelled() -> None:
     if call.cancel_reason is not None:
         raise CallCancelledError(reason=call.cancel_reason)
     if call.deadline != INF and call.expired():
-        raise TimeoutError(f"the deadline of {call.name!r} has passed")
+        raise DeadlineExceededError(f"the deadline of {call.name!r} has passed")
     apartment = tls.apartment
     if apartment is not None and apartment.closing:
         raise DisconnectedError(

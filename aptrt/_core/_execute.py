@@ -177,6 +177,8 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
     except BaseException as exc:
         if (call.abandoned or call.cancel_reason is not None) and isinstance(exc, CallCancelledError):
             counters.cancelled += 1  # it stopped at check_cancelled() because its caller gave up
+        elif type(exc) is DeadlineExceededError:
+            counters.expired += 1  # it stopped at check_cancelled() because its deadline passed
         else:
             counters.failed += 1
         call.error = _translate(exc, apartment, call)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import sniffio
 
 from ._apartment import Apartment, ApartmentKind, ApartmentStatistics
-from ._call import RUNNING, Call
-from ._exceptions import ApartmentClosedError, DisconnectReason
+from ._call import INF, RUNNING, Call
+from ._exceptions import (
+    ApartmentClosedError,
+    CallCancelledError,
+    DeadlineExceededError,
+    DisconnectReason,
+    NotSupportedError,
+)
 from ._execute import Counters, admit, run_inline, run_task
 from ._threadstate import tls
 
@@ -57,8 +67,8 @@ class NeutralApartment(Apartment):
                 previous = tls.apartment
                 tls.apartment = self
                 try:
-                    if call.is_async:
-                        run_inline(call, lambda *a, **k: anyio.run(_await, fn, a, k), self, counters)
+                    if call.is_async:  # on a short-lived loop of its own, as cancellable as a task
+                        run_inline(call, functools.partial(_run_on_own_loop, call, fn), self, counters)
                     else:
                         run_inline(call, fn, self, counters)
                 finally:
@@ -88,5 +98,53 @@ class NeutralApartment(Apartment):
         self.exports.close(DisconnectReason.SERVER_SHUTDOWN)
 
 
-async def _await(fn: object, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-    return await fn(*args, **kwargs)  # type: ignore[operator]
+def _run_on_own_loop(call: Call, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run the async neutral callee *fn* on a loop of its own (the calling thread runs none aptrt serves)."""
+    try:
+        running = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return anyio.run(_await, call, fn, args, kwargs, backend="asyncio")
+    raise NotSupportedError(
+        f"{call.name!r} is an async method of a neutral object, awaited from a {running} loop that aptrt does "
+        "not serve: neutral code runs on its caller's thread, and this one's loop is not an apartment's. "
+        "Enter the runtime from that loop (async with aptrt.Runtime()), or call from an apartment"
+    )
+
+
+class _OwnLoop:
+    """The runner of a neutral callee on its own loop: takes cancel requests from any thread."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def post(self, item: Any) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(item.handle, None)
+        except RuntimeError:  # the loop has finished: so has the callee
+            return False
+        return True
+
+
+async def _await(call: Call, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The callee in a cancel scope under the caller's deadline, which ``call.cancel()`` (a context
+    disconnecting with ``cancel_outstanding``) cancels as it would a task's."""
+    deadline = call.deadline
+    if deadline != INF:
+        deadline = anyio.current_time() + (deadline - time.monotonic())  # on this loop's clock
+    scope = anyio.CancelScope(deadline=deadline)
+    call.scope = scope
+    call.runner = _OwnLoop(asyncio.get_running_loop())
+    if call.abandoned or call.cancel_reason is not None:
+        scope.cancel()
+    try:
+        with scope:
+            return await fn(*args, **kwargs)
+    finally:
+        call.scope = None
+    if call.cancel_reason is not None:
+        raise CallCancelledError(reason=call.cancel_reason)
+    if call.abandoned:
+        raise CallCancelledError(reason="the caller cancelled the call")
+    raise DeadlineExceededError(f"{call.name!r} ran past its caller's deadline")

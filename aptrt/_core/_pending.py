@@ -108,6 +108,10 @@ def begin(method: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwarg
 
     A handle that is never awaited still makes its call (its result is dropped); ``handle.cancel()``
     abandons it, and cancelling the task that awaits it abandons it too.
+
+    :raises WrongThreadError, DisconnectedError, InvalidArgumentError: at once, as the proxy's own checks
+        fail (wrong apartment, disconnected object, released proxy): the call was not queued. The
+        callee's errors, and a local sync method's, are raised where the handle is awaited.
     """
     pending: PendingCall[T] = PendingCall()
     proxy = getattr(method, "__self__", None)
