@@ -262,3 +262,24 @@ def host(sta: None) -> Iterator[ComThread]:
     """Another STA, pumping, where objects are marshaled (Wine's start_host_object)."""
     with ComThread(name="host-sta") as thread:
         yield thread
+
+
+# -- marshal data in streams, in the states the bad-input tests need --------------------------------------
+
+
+def rewound(stream: Any) -> Any:
+    """*stream*, seeked back to its start."""
+    stream.Seek(0, com.STREAM_SEEK_SET)
+    return stream
+
+
+def unmarshaled(stream: Any) -> Any:
+    """NORMAL marshal data already unmarshaled once (stale), rewound."""
+    com.CoUnmarshalInterface(stream, ITest)
+    return rewound(stream)
+
+
+def released(stream: Any) -> Any:
+    """Marshal data given back with CoReleaseMarshalData, rewound."""
+    com.CoReleaseMarshalData(stream)
+    return rewound(stream)

@@ -44,7 +44,7 @@ import aptrt
 from aptrt import com
 from aptrt.com import _init
 
-from .com_support import ComThread, Counted, Factory, IOther, ITest, com_clean, in_thread
+from .com_support import ComThread, Counted, Factory, IOther, ITest, com_clean, in_thread, released, unmarshaled
 from .objects import Counter, Gate, ICounter, IGate, IUnrelated, Signals, wait_event, wait_until
 
 __all__ = ["com_clean"]
@@ -867,16 +867,10 @@ class ComEnv:
 
     def used_stream(self) -> Any:
         """NORMAL data already unmarshaled, rewound: stale."""
-        stream = self.stream()
-        com.CoUnmarshalInterface(stream, ITest)
-        stream.Seek(0, com.STREAM_SEEK_SET)
-        return stream
+        return unmarshaled(self.stream())
 
     def released_stream(self) -> Any:
-        stream = self.stream()
-        com.CoReleaseMarshalData(stream)
-        stream.Seek(0, com.STREAM_SEEK_SET)
-        return stream
+        return released(self.stream())
 
     def stale_stream(self) -> Any:
         """NORMAL data of an object whose STA has been uninitialised since."""

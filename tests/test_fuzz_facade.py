@@ -39,7 +39,7 @@ import aptrt
 from aptrt import com
 from aptrt.com import _init
 
-from .com_support import ComThread, Counted, Factory, IOther, ITest, com_clean, in_thread
+from .com_support import ComThread, Counted, Factory, IOther, ITest, com_clean, in_thread, released, unmarshaled
 from .test_bad_input import FACADE, ComPinger, IComBadInput, NoArgs, Pinger, _Filter
 
 __all__ = ["com_clean"]
@@ -114,16 +114,10 @@ class Pool:
         return stream
 
     def _used_stream(self) -> Any:
-        stream = self._stream()
-        com.CoUnmarshalInterface(stream, ITest)
-        stream.Seek(0, com.STREAM_SEEK_SET)
-        return stream
+        return unmarshaled(self._stream())
 
     def _released_stream(self) -> Any:
-        stream = self._stream()
-        com.CoReleaseMarshalData(stream)
-        stream.Seek(0, com.STREAM_SEEK_SET)
-        return stream
+        return released(self._stream())
 
     def _proxy(self) -> Any:
         if self.host is None:
