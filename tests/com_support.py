@@ -283,3 +283,21 @@ def released(stream: Any) -> Any:
     """Marshal data given back with CoReleaseMarshalData, rewound."""
     com.CoReleaseMarshalData(stream)
     return rewound(stream)
+
+
+def cross_apartment_value(obj: Counted) -> int:
+    """Marshal *obj* (of this thread's apartment) to a new MTA thread and call it from there (this thread
+    serves the call if it is an STA waiting in the join): the value it read back."""
+    stream = com.CoMarshalInterThreadInterfaceInStream(ITest, obj)
+
+    def use() -> int:
+        com.CoInitializeEx(None, com.COINIT_MULTITHREADED)
+        try:
+            proxy = com.CoGetInterfaceAndReleaseStream(stream, ITest)
+            result: int = proxy.Value()
+            proxy.Release()
+            return result
+        finally:
+            com.CoUninitialize()
+
+    return in_thread(use)

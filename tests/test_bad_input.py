@@ -44,7 +44,18 @@ import aptrt
 from aptrt import com
 from aptrt.com import _init
 
-from .com_support import ComThread, Counted, Factory, IOther, ITest, com_clean, in_thread, released, unmarshaled
+from .com_support import (
+    ComThread,
+    Counted,
+    Factory,
+    IOther,
+    ITest,
+    com_clean,
+    cross_apartment_value,
+    in_thread,
+    released,
+    unmarshaled,
+)
 from .objects import Counter, Gate, ICounter, IGate, IUnrelated, Signals, wait_event, wait_until
 
 __all__ = ["com_clean"]
@@ -1331,19 +1342,7 @@ def assert_com_usable(init: str) -> None:
     expected = com.APTTYPE_MAINSTA if init == "sta" else com.APTTYPE_MTA
     assert com.CoGetApartmentType() == (expected, com.APTTYPEQUALIFIER_NONE)
     obj = Counted(7)
-    stream = com.CoMarshalInterThreadInterfaceInStream(ITest, obj)
-
-    def use() -> int:
-        com.CoInitializeEx(None, com.COINIT_MULTITHREADED)
-        try:
-            proxy = com.CoGetInterfaceAndReleaseStream(stream, ITest)
-            value: int = proxy.Value()
-            proxy.Release()
-            return value
-        finally:
-            com.CoUninitialize()
-
-    assert in_thread(use) == 7
+    assert cross_apartment_value(obj) == 7
     assert obj.locks == 0
     git = com.CoCreateInstance(com.CLSID_StdGlobalInterfaceTable, None, _CTX, com.IID_IGlobalInterfaceTable)
     cookie = git.RegisterInterfaceInGlobal(obj, ITest)

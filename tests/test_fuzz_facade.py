@@ -39,7 +39,17 @@ import aptrt
 from aptrt import com
 from aptrt.com import _init
 
-from .com_support import ComThread, Counted, Factory, IOther, ITest, com_clean, in_thread, released, unmarshaled
+from .com_support import (
+    ComThread,
+    Counted,
+    Factory,
+    IOther,
+    ITest,
+    com_clean,
+    cross_apartment_value,
+    released,
+    unmarshaled,
+)
 from .test_bad_input import FACADE, ComPinger, IComBadInput, NoArgs, Pinger, _Filter
 
 __all__ = ["com_clean"]
@@ -347,20 +357,7 @@ def sta_pool() -> Iterator[Pool]:
 
 
 def assert_cross_apartment_call_works() -> None:
-    obj = Counted(9)
-    stream = com.CoMarshalInterThreadInterfaceInStream(ITest, obj)
-
-    def use() -> int:
-        com.CoInitializeEx(None, com.COINIT_MULTITHREADED)
-        try:
-            proxy = com.CoGetInterfaceAndReleaseStream(stream, ITest)
-            value: int = proxy.Value()
-            proxy.Release()
-            return value
-        finally:
-            com.CoUninitialize()
-
-    assert in_thread(use) == 9  # an MTA thread calls this STA, which serves it while it waits
+    assert cross_apartment_value(Counted(9)) == 9  # an MTA thread calls this STA, which serves it while it waits
 
 
 def assert_sta_intact() -> None:
