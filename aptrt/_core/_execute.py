@@ -229,22 +229,15 @@ async def run_task(call: Call, fn: Any, apartment: Apartment, counters: Counters
     except BaseException as exc:
         counters.failed += 1
         host = port.host
-        if not _is_cancellation(exc):
-            call.error = _translate(exc, apartment, call)
-            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the loop dies of it
-                host.fatal(exc)  # (not raised here: asyncio would stop the loop mid-step)
-        elif _cancelled_from_outside():  # the loop is shutting down (closed, or dying): let it through
-            if apartment.closing and host.failure is None and apartment.failure is None:
-                call.error = DisconnectedError(
-                    f"apartment {apartment.name!r} shut down while {call.name!r} was running",
-                    reason=DisconnectReason.SERVER_SHUTDOWN,
-                )
-            else:
-                call.error = died_error(apartment, call, host.failure)
+        # a cancellation of the task itself, from outside the call's scope, is the loop closing or dying:
+        # let it through; any other (a cancelled task the callee awaited) is the callee's failure
+        outside = _is_cancellation(exc) and _cancelled_from_outside()
+        call.error = _translate(exc, apartment, call, failure=host.failure, outside=outside)
+        if outside:
             call.deliver()
             raise
-        else:  # a cancelled task or future the callee awaited: the callee's failure, not the loop's
-            call.error = _translate(exc, apartment, call)
+        if not isinstance(exc, Exception) and not _is_cancellation(exc):  # KeyboardInterrupt, SystemExit
+            host.fatal(exc)  # the loop dies of it (not raised here: asyncio would stop the loop mid-step)
     finally:
         counters.running -= 1
         del counters.running_calls[call]
@@ -311,9 +304,15 @@ def _cancelled_from_outside() -> bool:
     return task is None or task.cancelling() > 0
 
 
-def _translate(exc: BaseException, apartment: Apartment, call: Call) -> BaseException:
-    """What the caller must see for *exc*: never a raw cancellation of another loop."""
+def _translate(
+    exc: BaseException, apartment: Apartment, call: Call, *, failure: BaseException | None = None, outside: bool = False
+) -> BaseException:
+    """What the caller must see for *exc*: never a raw cancellation of another loop. *failure*: what
+    killed the loop that ran the call; *outside*: the call's task was cancelled by its loop's task group."""
     if _is_cancellation(exc):
+        failure = failure or apartment.failure
+        if failure is not None or (outside and not apartment.closing):
+            return died_error(apartment, call, failure)
         if apartment.closing:
             return DisconnectedError(
                 f"apartment {apartment.name!r} shut down while {call.name!r} was running",

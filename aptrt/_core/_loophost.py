@@ -6,6 +6,7 @@ backend, or adopts the loop already running on the current thread (the main STA)
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
@@ -22,7 +23,6 @@ from ._execute import (
     closed_error,
     died_error,
     filter_admits,
-    logger,
     release_slot,
     run_inline,
     run_task,
@@ -33,6 +33,8 @@ from ._threadstate import tls
 
 if TYPE_CHECKING:
     from ._apartment import Apartment
+
+logger = logging.getLogger("aptrt")
 
 BACKENDS = ("asyncio", "uvloop", "trio")
 
@@ -255,12 +257,13 @@ class LoopHost:
         """The loop has ended (its thread): fail every call it can no longer answer. Normally there is
         none; after a death, tasks the loop never finished and calls held at reentrancy gates."""
         apartment = self.apartment
-        for call in self.held_calls():
-            _uncount(call)
-            call.fail(closed_error(apartment, call, self.failure))
+        graph = apartment.runtime.wait_for
         for gate in (apartment.gate, *apartment.object_gates.values()):
-            if gate is not None:
-                gate.pending.clear()
+            while gate is not None and gate.pending:
+                call, _ = gate.pending.popleft()
+                graph.done_waiting(call, gate)
+                _uncount(call)
+                call.fail(closed_error(apartment, call, self.failure))
         for call in list(self.counters.running_calls):
             if call.phase != REPLY:
                 call.fail(died_error(apartment, call, self.failure))

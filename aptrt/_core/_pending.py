@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from ._call import REPLY, Call
+from ._exceptions import CallCancelledError, InvalidArgumentError
 from ._port import Port
 from ._proxy import Proxy, finish_failed, start_call
 
@@ -90,8 +91,6 @@ class PendingCall(Generic[T]):
 
 
 def _cancelled() -> BaseException:
-    from ._exceptions import CallCancelledError
-
     return CallCancelledError(reason="the call was cancelled with PendingCall.cancel()")
 
 
@@ -124,8 +123,6 @@ def begin(method: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwarg
             pending._later = started
         return pending
     if not callable(method):
-        from ._exceptions import InvalidArgumentError
-
         raise InvalidArgumentError(f"aptrt.begin() takes a method, not {type(method).__name__}")
     try:
         result = method(*args, **kwargs)
