@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,8 +35,9 @@ REPLY = 2
 INF = math.inf
 
 #: Causality ids: a process-wide counter. ``next()`` on an ``itertools.count`` is atomic under the GIL
-#: and internally locked on free-threaded builds.
-_causality_ids = itertools.count(1)
+#: and internally locked on free-threaded builds. It starts at a random multiple of 2**32, so that the ids
+#: of two processes (a call chain crosses processes with ``aptrt.ray``) do not collide.
+_causality_ids = itertools.count((secrets.randbits(30) + 1) << 32)
 
 
 def new_causality() -> int:

@@ -236,6 +236,8 @@ class ClassObjectTable:
                 if entry.clsid != clsid or entry.suspended or entry.used:
                     continue
                 local = entry.context & CLSCTX.LOCAL_SERVER and context & CLSCTX.LOCAL_SERVER
+                # a class served by an apartment of another process (aptrt.ray): visible to every apartment
+                local = local or (entry.context & CLSCTX.REMOTE_SERVER and context & CLSCTX.REMOTE_SERVER)
                 inproc = (
                     entry.context & CLSCTX.INPROC_SERVER
                     and context & CLSCTX.INPROC_SERVER

@@ -195,14 +195,21 @@ class Runtime:
 
     # -- STAs ------------------------------------------------------------------------------------------
 
-    async def start_sta(self, name: str | None = None, *, backend: str | None = None) -> STA:
+    async def start_sta(self, name: str | None = None, *, backend: str | None = None, host: Any = None) -> STA:
         """Start a single-threaded apartment on a new thread named ``aptrt-sta-<name>``.
 
         :param name: the apartment's name (default ``sta-<n>``)
         :param backend: ``"asyncio"``, ``"uvloop"`` (when installed) or ``"trio"``; default: the runtime's
+        :param host: where the apartment runs, when not in this process: ``aptrt.ray.RayHost(...)`` starts
+            it in a Ray actor and returns an ``aptrt.ray.RemoteApartment`` (default: here)
         :raises NotSupportedError: uvloop was asked for but is not installed
-        :raises InvalidArgumentError: *name* is not a str, or *backend* names no event loop (``E_INVALIDARG``)
+        :raises InvalidArgumentError: *name* is not a str, *backend* names no event loop, or *host* is not
+            a host (``E_INVALIDARG``)
         """
+        if host is not None:
+            name, backend = self._remote_args(name, backend, host)
+            started: STA = await host.start(self, name, backend)
+            return started
         sta = self._new_sta(name, backend)
         try:
             await sta._start()
@@ -211,12 +218,16 @@ class Runtime:
             raise
         return sta
 
-    def start_sta_blocking(self, name: str | None = None, *, backend: str | None = None) -> STA:
+    def start_sta_blocking(self, name: str | None = None, *, backend: str | None = None, host: Any = None) -> STA:
         """The blocking twin of :meth:`start_sta`, for plain threads.
 
         :raises WrongThreadError: called from an event loop (it would block it; await start_sta instead)
         """
         refuse_on_loop("start_sta_blocking")
+        if host is not None:
+            name, backend = self._remote_args(name, backend, host)
+            started: STA = host.start_blocking(self, name, backend)
+            return started
         sta = self._new_sta(name, backend)
         try:
             sta._start_blocking()
@@ -233,6 +244,20 @@ class Runtime:
             yield sta
         finally:
             await sta.aclose()
+
+    def _remote_args(self, name: str | None, backend: str | None, host: Any) -> tuple[str, str]:
+        if not callable(getattr(host, "start", None)) or not callable(getattr(host, "start_blocking", None)):
+            raise InvalidArgumentError(f"host must be a host such as aptrt.ray.RayHost(), not {host!r}")
+        check_optional_str(name, "name")
+        backend = self.backend if backend is None else _check_backend(backend)
+        if self._state != "open":
+            raise NotInitializedError("the runtime is not open")
+        return name or f"sta-{next(self._names)}", backend
+
+    def _add_sta(self, sta: STA) -> None:
+        """Count *sta* (made elsewhere: a remote apartment) among this runtime's STAs, closed with it."""
+        with self._lock:
+            self._stas[sta] = None
 
     def _new_sta(self, name: str | None, backend: str | None, *, lock: bool = True) -> STA:
         check_optional_str(name, "name")
