@@ -108,3 +108,57 @@ def pid_and_thread() -> tuple[int, str]:
 async def pid_async() -> int:
     await anyio.lowlevel.checkpoint()
     return os.getpid()
+
+
+class IProbe(aptrt.Interface, iid="5b0c8f3e-41a7-4f3e-9b6e-3c1f7a2d9e03"):
+    def cancelled_count(self) -> int: ...
+    def die(self, how: str) -> None: ...
+    def unpicklable_result(self) -> object: ...
+    def raise_unpicklable(self) -> None: ...
+    def raise_com(self) -> None: ...
+
+
+class Probe(Remote, IProbe):
+    def cancelled_count(self) -> int:
+        return self.cancelled
+
+    def die(self, how: str) -> None:
+        if how == "exit":
+            os._exit(3)
+        if how == "keyboard":
+            raise KeyboardInterrupt
+        raise SystemExit(4)
+
+    def unpicklable_result(self) -> object:
+        return threading.Lock()
+
+    def raise_unpicklable(self) -> None:
+        raise _Unpicklable("no way back", threading.Lock())
+
+    def raise_com(self) -> None:
+        raise aptrt.COMError("custom failure", hresult=0x80040001)
+
+
+class _Unpicklable(Exception):
+    def __init__(self, message: str, lock: object) -> None:
+        super().__init__(message)
+        self.lock = lock
+
+
+class Disconnector(ICallback):
+    """A local callback that disconnects a (remote) context from inside a call chain that runs in it."""
+
+    def __init__(self, ctx: aptrt.Context) -> None:
+        self.ctx = ctx
+        self.error: BaseException | None = None
+
+    def notify(self, n: int) -> int:
+        return n
+
+    async def notify_async(self, n: int) -> int:
+        try:
+            await self.ctx.disconnect(0)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        return n

@@ -45,7 +45,7 @@ from .._core._exceptions import (
 from .._core._execute import Counters
 from .._core._interface import Interface, is_interface, primary_interface
 from .._core._marshal import PLAIN, is_plain, marshal
-from .._core._proxy import Proxy, make_proxy
+from .._core._proxy import Proxy, make_proxy, query_interface
 from .._core._threadstate import current_call_var
 from ._stub import RemoteStub
 from ._wire import CALL, CANCEL, CONTROL, DIED, RELEASE, REPLY, RUN, HomeRef, PeerRef, sendable_error, unsendable
@@ -101,7 +101,7 @@ class Endpoint:
         # loop thread only
         self.outgoing: dict[int, Call] = {}
         self.incoming: dict[int, tuple[anyio.CancelScope, list[str]]] = {}
-        self.exports: dict[int, list[Any]] = {}  # oid -> [proxy, hand-outs]
+        self.exports: dict[int, list[Any]] = {}  # oid -> [proxy, hand-outs, {method name: proxy}]
         self._export_oids: dict[int, int] = {}  # id(stub) -> oid
         self._oids = itertools.count(CONTROL + 1)
         self.imports: dict[int, RemoteStub] = {}
@@ -248,7 +248,7 @@ class Endpoint:
                 proxy.release()
         else:
             oid = next(self._oids)
-            self.exports[oid] = [proxy, 1]
+            self.exports[oid] = [proxy, 1, {}]
             self._export_oids[id(stub)] = oid
         return PeerRef(oid, stub.info.cls, proxy._interface)
 
@@ -279,7 +279,7 @@ class Endpoint:
                 if entry[1] <= 0:
                     del self.exports[message[1]]
                     self._export_oids.pop(id(entry[0]._stub), None)
-                    entry[0].release()
+                    _release_entry(entry)
         elif tag == DIED:
             self.peer_gone(DisconnectedError(message[1], reason=DisconnectReason.APARTMENT_DIED))
 
@@ -411,7 +411,7 @@ class Endpoint:
             entry = self.exports.get(oid)
             if entry is None:
                 raise DisconnectedError(f"object #{oid} is no longer exported", reason=DisconnectReason.RELEASED)
-            return await getattr(entry[0], name)(*args, **kwargs)
+            return await getattr(_method_proxy(entry, name), name)(*args, **kwargs)
         _, _, fn, args, is_async, _, _, ctx_id, counted = message
         args = self.decode(args, owner, made)
         served = self._served()
@@ -493,8 +493,8 @@ class Endpoint:
         self.imports.clear()
         exports, self.exports = self.exports, {}
         self._export_oids.clear()
-        for proxy, _ in exports.values():
-            proxy.release()
+        for entry in exports.values():
+            _release_entry(entry)
 
 
 class _Flush:
@@ -507,6 +507,30 @@ class _Flush:
 
     def handle(self, port: Any) -> None:
         self.endpoint.flush()
+
+
+def _method_proxy(entry: list[Any], name: str) -> Proxy[Any]:
+    """A proxy on the exported object whose interface has method *name* (the caller's proxy may be for
+    another of the object's interfaces than the one it was exported with)."""
+    proxy: Proxy[Any] = entry[0]
+    if name in proxy._interface.__interface_methods__:
+        return proxy
+    by_name: dict[str, Proxy[Any]] = entry[2]
+    other = by_name.get(name)
+    if other is None:
+        for interface in proxy._stub.info.interfaces:
+            if name in interface.__interface_methods__:
+                other = by_name[name] = query_interface(proxy, interface)
+                break
+        else:
+            raise AttributeError(f"{proxy._stub.info.cls.__qualname__} has no interface method {name!r}")
+    return other
+
+
+def _release_entry(entry: list[Any]) -> None:
+    entry[0].release()
+    for proxy in entry[2].values():
+        proxy.release()
 
 
 def _peer_refs(value: Any) -> list[PeerRef]:

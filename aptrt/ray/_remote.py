@@ -58,6 +58,16 @@ class RemoteApartment(STA):
         state = " closing" if self.closing else ""
         return f"<RemoteApartment {self.name!r} {self.where}{state}>"
 
+    @property
+    def actor(self) -> Any:
+        """The Ray actor that runs the apartment (its handle; None on the actor's own side)."""
+        return getattr(self.endpoint.transport, "handle", None)
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the other side, once connected (None on the actor's own side)."""
+        return getattr(self.endpoint.transport, "pid", None)
+
     # -- any thread ------------------------------------------------------------------------------------
 
     def submit(self, call: Call) -> None:
