@@ -24,6 +24,7 @@ class IRemote(aptrt.Interface, iid="5b0c8f3e-41a7-4f3e-9b6e-3c1f7a2d9e01"):
     def echo(self, value: object) -> object: ...
     def keep(self, other: object) -> None: ...
     async def call_kept(self, n: int) -> int: ...
+    async def add_to(self, other: IRemote, n: int) -> int: ...
 
 
 class ICallback(aptrt.Interface, iid="5b0c8f3e-41a7-4f3e-9b6e-3c1f7a2d9e02"):
@@ -80,6 +81,9 @@ class Remote(IRemote):
 
     async def call_kept(self, n: int) -> int:
         return await self.kept.notify_async(n)  # type: ignore[attr-defined, no-any-return]
+
+    async def add_to(self, other: IRemote, n: int) -> int:
+        return await other.add(n)  # type: ignore[misc, no-any-return]
 
 
 class Callback(ICallback):

@@ -208,6 +208,18 @@ async def _add_through(proxy: aptrt.Proxy[IRemote]) -> int:
     return await proxy.add(2)  # type: ignore[no-any-return]
 
 
+async def test_an_object_of_one_actor_passed_to_another(rt: aptrt.Runtime, remote: RemoteApartment) -> None:
+    other = await rt.start_sta("other", host=RayHost())
+    try:
+        a = await remote.create(Remote, 10)
+        b = await other.create(Remote)
+        assert await b.add_to(a, 5) == 15  # b calls a (relayed through this process)
+        assert await b.echo(a) == a
+        assert (await a.where())[0] != (await b.where())[0]
+    finally:
+        await other.aclose()
+
+
 async def test_a_local_object_passed_to_a_remote_one_is_called_back_on_its_thread(remote: RemoteApartment) -> None:
     obj = await remote.create(Remote)
     callback = Callback()

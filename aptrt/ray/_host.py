@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._core._exceptions import InvalidArgumentError
+from .._core._exceptions import InvalidArgumentError, NotSupportedError
 from .._core._validate import check_int, check_seconds
 from ._remote import RemoteApartment
 from ._transport import DriverTransport
@@ -75,6 +75,10 @@ class RayHost:
         return apartment
 
     def _new(self, runtime: Runtime, name: str, backend: str) -> RemoteApartment:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise NotSupportedError("Ray is not installed: pip install 'aptrt[ray]'") from None
         apartment = RemoteApartment(runtime, name, DriverTransport(self, name, backend), where="in a Ray actor")
         runtime._add_sta(apartment)
         return apartment
