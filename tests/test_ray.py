@@ -407,8 +407,12 @@ async def test_closing_the_runtime_fails_remote_calls_still_running() -> None:
             tg.start_soon(slow)
             await wait_until(_running_in(remote, 1), "the slow call is running")
             await remote.aclose()
+        with pytest.raises(aptrt.DisconnectedError):
+            await obj.add(1)
     assert len(errors) == 1
+    assert errors[0].reason is aptrt.DisconnectReason.SERVER_SHUTDOWN  # type: ignore[attr-defined]
     assert remote.closed
+    assert remote.failure is None
 
 
 # -- blocking callers and bad input -----------------------------------------------------------------------

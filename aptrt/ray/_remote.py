@@ -170,16 +170,14 @@ class RemoteApartment(STA):
             waiter.fail(ApartmentClosedError(f"apartment {self.name!r} is closed"))
 
     async def _disconnect_on_loop(self) -> None:
-        if self.endpoint.gone is None:
-            graceful = self.failure is None
-            with anyio.CancelScope(shield=True):
-                await self.endpoint.transport.close(graceful)
-            self.endpoint.peer_gone(
-                DisconnectedError(f"apartment {self.name!r} closed", reason=DisconnectReason.SERVER_SHUTDOWN)
-            )
-        else:
-            with anyio.CancelScope(shield=True):
-                await self.endpoint.transport.close(False)
+        # this side lets go first (calls still waiting fail as SERVER_SHUTDOWN, not as a death, and what the
+        # other side says while it closes is ignored), then the other side closes and is stopped
+        graceful = self.endpoint.gone is None
+        self.endpoint.peer_gone(
+            DisconnectedError(f"apartment {self.name!r} closed", reason=DisconnectReason.SERVER_SHUTDOWN)
+        )
+        with anyio.CancelScope(shield=True):
+            await self.endpoint.transport.close(graceful)
 
     async def aclose(self) -> None:
         """Close the apartment: refuse new calls, fail the calls still waiting for a reply
