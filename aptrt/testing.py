@@ -16,6 +16,10 @@ Fixtures:
 * ``aptrt_sta_backend``: ``"asyncio"``, ``"trio"`` and ``"uvloop"``, one test run each. uvloop is
   skipped when it is not installed.
 * ``aptrt_sta``: an STA on ``aptrt_sta_backend``, started in ``aptrt_runtime`` and closed after the test.
+* ``aptrt_ray`` (session): one private Ray instance on this machine for the whole run
+  (:func:`aptrt.ray.init_local`, with the rootdir on the workers' ``PYTHONPATH`` so actors import your
+  test modules); a test that uses it skips, with the reason, when Ray is not installed, cannot start, or
+  ``APTRT_SKIP_RAY=1``. Set the ``num_cpus`` Ray gets with the ini option ``aptrt_ray_num_cpus``.
 * ``aptrt_leak_check`` (autouse): fails the test when it leaves an apartment behind. That covers a
   runtime left open, an STA left running in a runtime that outlives the test, an ``aptrt-*`` thread
   still alive five seconds after the test, and the test's thread still in an apartment. Turn it off for
@@ -45,6 +49,7 @@ __all__ = (
     "BACKENDS",
     "LeakBaseline",
     "aptrt_leak_check",
+    "aptrt_ray",
     "aptrt_runtime",
     "aptrt_sta",
     "aptrt_sta_backend",
@@ -62,6 +67,7 @@ THREAD_GRACE = 5.0
 
 _ALLOW_LEAKS = "aptrt_allow_leaks"
 _INI_LEAK_CHECK = "aptrt_leak_check"
+_INI_RAY_CPUS = "aptrt_ray_num_cpus"
 
 
 # -- plugin hooks --------------------------------------------------------------------------------------
@@ -74,10 +80,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=True,
     )
+    parser.addini(_INI_RAY_CPUS, "CPUs the aptrt_ray fixture gives Ray (default: Ray's own choice)", default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{_ALLOW_LEAKS}: skip aptrt.testing's leak check for this test")
+    config.addinivalue_line("markers", "ray: needs the aptrt_ray fixture's local Ray instance")
 
 
 # -- leak checks ---------------------------------------------------------------------------------------
@@ -162,6 +170,29 @@ def aptrt_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     leaks = find_leaks(baseline)
     if leaks:
         pytest.fail("aptrt leak check: " + "; ".join(leaks), pytrace=False)
+
+
+# -- Ray ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def aptrt_ray(request: pytest.FixtureRequest) -> Iterator[object]:
+    """One private Ray instance on this machine for the whole run (the ``ray`` module); skips the tests
+    that use it, saying why, when Ray is not installed, cannot start, or ``APTRT_SKIP_RAY=1``."""
+    import os
+
+    if os.environ.get("APTRT_SKIP_RAY") == "1":
+        pytest.skip("APTRT_SKIP_RAY=1")
+    from aptrt.ray import init_local
+
+    cpus = request.config.getini(_INI_RAY_CPUS)
+    options = {"num_cpus": int(cpus)} if cpus else {}
+    try:
+        ray = init_local(pythonpath=str(request.config.rootpath), **options)
+    except aptrt.NotSupportedError as exc:
+        pytest.skip(exc.message)
+    yield ray
+    ray.shutdown()
 
 
 # -- runtimes and STAs ---------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 ``python -m benchmarks`` (``--quick`` for a smoke run, ``--help`` for the options) prints a table of every
 mechanism with its ratios to aptrt's STA → STA call, then a table per scenario (marshaling, contexts,
-observability, fan-in/fan-out, MTA scaling, direct calls, start-up, memory) with each figure's ratio to its
-baseline, checks the acceptance targets, and saves the result as JSON (default
+observability, fan-in/fan-out, MTA scaling, direct calls, start-up, memory, remote calls through Ray) with
+each figure's ratio to its baseline, checks the acceptance targets, and saves the result as JSON (default
 ``benchmarks/results/latest.json``) with a plot beside it (``latest.svg``). :func:`run` does the same
 from Python.
 

@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Cross-apartment call latency and throughput: aptrt next to asyncio, anyio, trio, queues, actors; "
-        "and aptrt's own scenarios (marshaling, contexts, observability, fan-in/out, MTA scaling, memory, start-up).",
+        "and aptrt's own scenarios (marshaling, contexts, observability, fan-in/out, MTA scaling, memory, start-up, "
+        "remote calls through Ray).",
     )
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (finishes in under a minute)")
     parser.add_argument(

@@ -20,16 +20,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _aptrt, _peers, _sc_calls, _sc_costs
+from . import _aptrt, _peers, _sc_calls, _sc_costs, _sc_ray
 from ._harness import Mechanism, configure_placement
-from ._scenarios import FULL_SIZES, QUICK_SIZES, Scenario, Sizes
+from ._scenarios import FULL_SIZES, QUICK_SIZES, Scenario, Sizes, Skipped
 from ._targets import BEST_PEER, REFERENCE, TARGETS, Target, best_peer, evaluate
 
 #: every mechanism, in table order
 MECHANISMS: tuple[type[Mechanism], ...] = (*_aptrt.MECHANISMS, *_peers.MECHANISMS)
 
 #: every scenario, in report order
-SCENARIOS: tuple[type[Scenario], ...] = (*_sc_calls.SCENARIOS, *_sc_costs.SCENARIOS)
+SCENARIOS: tuple[type[Scenario], ...] = (*_sc_calls.SCENARIOS, *_sc_costs.SCENARIOS, *_sc_ray.SCENARIOS)
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -54,7 +54,7 @@ class Config:
     calibration_calls: int = 1024
     #: the sizes of the scenarios
     scenario: Sizes = FULL_SIZES
-    #: heavy scenarios (memory: a subprocess; steady figures) run in this many reps only
+    #: heavy scenarios (memory: a subprocess; steady figures; Ray: a cluster) run in this many reps only
     heavy_reps: int = 3
 
 
@@ -212,7 +212,7 @@ def _describe_scenario(cls: type[Scenario], result: ScenarioRep) -> str:
     from ._report import fmt
 
     if result.error is not None:
-        return f"ERROR {result.error}"
+        return result.error if result.error.startswith("skipped: ") else f"ERROR {result.error}"
     if result.figures is None:
         return "(not in this rep)"
     units = {m.key: m.unit for m in cls().metrics()}
@@ -227,7 +227,24 @@ def _run_scenario(cls: type[Scenario], config: Config, rep: int) -> ScenarioRep:
     if cls.heavy and rep >= config.heavy_reps:
         return ScenarioRep()
     gc.collect()
-    return ScenarioRep(figures=cls().run(config.scenario, rep))
+    try:
+        return ScenarioRep(figures=cls().run(config.scenario, rep))
+    except Skipped as exc:
+        return ScenarioRep(error=f"skipped: {exc}")
+
+
+def _last_rep(cls: type[Scenario], config: Config) -> int:
+    """The last rep (from 0) in which *cls* runs."""
+    return min(config.reps, config.heavy_reps) - 1 if cls.heavy else config.reps - 1
+
+
+def _finish(cls: type[Scenario], progress: TextIO | None) -> None:
+    """``cls.finish()``; a failure is reported, not raised (the figures are already taken)."""
+    try:
+        cls.finish()
+    except Exception as exc:  # noqa: BLE001 - tear-down must not stop the suite
+        if progress is not None:
+            print(f"warning: {cls.key}: finish() failed: {type(exc).__name__}: {exc}", file=progress)
 
 
 def measure(
@@ -253,30 +270,39 @@ def measure(
             sc_reps[cls.key].append(ScenarioRep(error=f"skipped: {reason}"))
         else:
             reps[cls.key].append(RepResult(error=f"skipped: {reason}"))
-    for rep in range(config.reps):
-        shift = rep % max(1, len(units))
-        for unit in units[shift:] + units[:shift]:
-            t0 = time.perf_counter()
-            if issubclass(unit, Scenario):
-                try:
-                    with watchdog:
-                        outcome = _run_scenario(unit, config, rep)
-                except Exception as exc:  # noqa: BLE001 - one broken scenario must not stop the suite
-                    outcome = ScenarioRep(error=f"{type(exc).__name__}: {exc}")
-                sc_reps[unit.key].append(outcome)
-                text = _describe_scenario(unit, outcome)
-            else:
-                try:
-                    with watchdog:
-                        result = _measure_once(unit, config, sizes)
-                except Exception as exc:  # noqa: BLE001 - one broken mechanism must not stop the suite
-                    result = RepResult(error=f"{type(exc).__name__}: {exc}")
-                reps[unit.key].append(result)
-                text = _describe(result)
-            if progress is not None:
-                elapsed = time.perf_counter() - t0
-                print(f"  rep {rep + 1}/{config.reps} {unit.key:<14} {text}  [{elapsed:.1f} s]", file=progress)
-                progress.flush()
+    unfinished = [unit for unit in units if issubclass(unit, Scenario)]
+    try:
+        for rep in range(config.reps):
+            shift = rep % max(1, len(units))
+            for unit in units[shift:] + units[:shift]:
+                t0 = time.perf_counter()
+                if issubclass(unit, Scenario):
+                    try:
+                        with watchdog:
+                            outcome = _run_scenario(unit, config, rep)
+                    except Exception as exc:  # noqa: BLE001 - one broken scenario must not stop the suite
+                        outcome = ScenarioRep(error=f"{type(exc).__name__}: {exc}")
+                    if rep == _last_rep(unit, config):  # release what its reps shared (a Ray instance)
+                        unfinished.remove(unit)
+                        with watchdog:
+                            _finish(unit, progress)
+                    sc_reps[unit.key].append(outcome)
+                    text = _describe_scenario(unit, outcome)
+                else:
+                    try:
+                        with watchdog:
+                            result = _measure_once(unit, config, sizes)
+                    except Exception as exc:  # noqa: BLE001 - one broken mechanism must not stop the suite
+                        result = RepResult(error=f"{type(exc).__name__}: {exc}")
+                    reps[unit.key].append(result)
+                    text = _describe(result)
+                if progress is not None:
+                    elapsed = time.perf_counter() - t0
+                    print(f"  rep {rep + 1}/{config.reps} {unit.key:<14} {text}  [{elapsed:.1f} s]", file=progress)
+                    progress.flush()
+    finally:
+        for unit in unfinished:  # the suite stopped early (an interrupt)
+            _finish(unit, progress)
     return reps, sc_reps
 
 
@@ -416,7 +442,7 @@ def check_targets(
 
 def environment() -> dict[str, Any]:
     versions: dict[str, str | None] = {}
-    for dist in ("aptrt", "anyio", "trio", "uvloop", "janus", "culsans", "pykka"):
+    for dist in ("aptrt", "anyio", "trio", "uvloop", "janus", "culsans", "pykka", "ray"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

@@ -10,7 +10,9 @@ reps is reported, as for mechanisms.
 
 Adding a scenario: subclass :class:`Scenario`, list its figures in :meth:`Scenario.metrics` (with
 ``versus`` naming the baseline figure of a ratio), measure one rep in :meth:`Scenario.run`, and add the
-class to ``SCENARIOS`` in ``_sc_calls.py`` or ``_sc_costs.py``.
+class to ``SCENARIOS`` in ``_sc_calls.py``, ``_sc_costs.py`` or ``_sc_ray.py``. A scenario that cannot
+run here raises :class:`Skipped`; one that keeps something between reps (a Ray instance) releases it in
+:meth:`Scenario.finish`.
 """
 
 from __future__ import annotations
@@ -59,10 +61,31 @@ class Sizes:
     trials: int = 5
     #: calls per direct (same-thread) call timing
     direct_calls: int = 500_000
+    #: sequential timed calls per remote (Ray) latency figure: a round trip there takes about 1.5 ms
+    remote_calls: int = 1_000
+    #: untimed calls before each remote latency figure
+    remote_warmup: int = 50
+    #: seconds per remote throughput figure (self-sizing)
+    remote_seconds: float = 1.0
 
 
 FULL_SIZES = Sizes()
-QUICK_SIZES = Sizes(latency_calls=800, warmup_calls=100, tput_seconds=0.06, inflight=64, trials=3, direct_calls=100_000)
+QUICK_SIZES = Sizes(
+    latency_calls=800,
+    warmup_calls=100,
+    tput_seconds=0.06,
+    inflight=64,
+    trials=3,
+    direct_calls=100_000,
+    remote_calls=200,
+    remote_warmup=20,
+    remote_seconds=0.25,
+)
+
+
+class Skipped(Exception):
+    """Raised by :meth:`Scenario.run` when the scenario cannot run here (Ray cannot start, ...): the runner
+    reports it as skipped, with the exception's message as the reason."""
 
 
 class Scenario(ABC):
@@ -76,7 +99,7 @@ class Scenario(ABC):
     default: ClassVar[bool] = True
     #: modules that must be importable for it to run
     requires: ClassVar[tuple[str, ...]] = ()
-    #: costly and steady (memory, start-up): run only in the first ``Config.heavy_reps`` reps
+    #: costly (memory, start-up, Ray): run only in the first ``Config.heavy_reps`` reps
     heavy: ClassVar[bool] = False
 
     @abstractmethod
@@ -88,8 +111,13 @@ class Scenario(ABC):
         """Measure one rep (on the harness thread, a plain thread pinned as a caller); figures by key.
 
         *rep* counts from 0: rotate the order of the variants with it, so drift within a rep does not
-        always favour the same one.
+        always favour the same one. Raise :class:`Skipped` when the scenario cannot run here.
         """
+
+    @classmethod  # noqa: B027 - optional hook
+    def finish(cls) -> None:
+        """Release what the reps share (started by the first :meth:`run` and kept between reps). The runner
+        calls it once, after the last rep the scenario runs in, or when the suite stops early."""
 
 
 def rotate(items: list[T], rep: int) -> list[T]:

@@ -172,6 +172,26 @@ TARGETS: tuple[Target, ...] = (
         1.10,
         "per_s",
     ),
+    # issue "aptrt[ray]": remote apartments
+    Target(
+        "remote-latency-vs-ray",
+        "remote call latency (median): aptrt STA in a Ray actor ≤ 1.2× a plain Ray async-actor call",
+        Ref("ray", "lat/aptrt"),
+        Ref("ray", "lat/ray"),
+        "<=",
+        1.2,
+        "us",
+    ),
+    Target(
+        "remote-pipelined-vs-ray",
+        "remote pipelined throughput (64 in flight): aptrt STA in a Ray actor > 1× a plain Ray async actor "
+        "(aptrt batches calls per Ray message)",
+        Ref("ray", "tput/aptrt"),
+        Ref("ray", "tput/ray"),
+        ">",
+        1.0,
+        "per_s",
+    ),
     Target(
         "bytes-identical",
         "a 1 MB bytes argument arrives as the caller's very object (`is`: not copied)",

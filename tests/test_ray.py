@@ -1,6 +1,6 @@
 """Apartments in Ray actors (``aptrt.ray``): the same proxies, deadlines, cancellation, errors, references
 and activation as a local STA, across a process boundary. Each test starts its own actor(s) in one local
-Ray instance shared by the session (see ``ray_session`` in conftest.py)."""
+Ray instance shared by the session (``aptrt_ray``, from aptrt.testing)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(autouse=True)
-def _ray(ray_session: object) -> object:
-    return ray_session
+def _ray(aptrt_ray: object) -> object:
+    return aptrt_ray
 
 
 @pytest.fixture
@@ -442,3 +442,28 @@ async def test_bad_hosts_and_configure(rt: aptrt.Runtime, remote: RemoteApartmen
         await rt.start_sta(host=object())
     with pytest.raises(aptrt.NotSupportedError):
         remote.configure(max_queued=4)
+
+
+async def test_objects_can_live_on_the_actors_own_loop(rt: aptrt.Runtime) -> None:
+    sta = await rt.start_sta("inline", host=RayHost(own_thread=False))
+    try:
+        obj = await sta.create(Remote, 1)
+        assert await obj.add_async(2) == 3
+        child = await obj.make_child(5)
+        assert await child.add(1) == 6
+        assert await obj.same(obj)
+        callback = Callback()
+        assert await obj.call_back_async(callback, 2) == 20
+        pid, thread = await sta.run_sync(pid_and_thread)
+        assert pid == sta.pid
+        assert not thread.startswith("aptrt-")  # Ray's own loop thread
+        with anyio.move_on_after(0.2):
+            await obj.sleep(30)
+        assert await obj.add(0) == 3
+    finally:
+        await sta.aclose()
+
+
+async def test_own_thread_false_needs_asyncio(rt: aptrt.Runtime) -> None:
+    with pytest.raises(aptrt.InvalidArgumentError):
+        await rt.start_sta(backend="trio", host=RayHost(own_thread=False))

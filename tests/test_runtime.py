@@ -254,3 +254,30 @@ class TestMisuse:
             sta = await rt.start_sta()
             assert sta.backend == "trio"
             assert await sta.run_sync(lambda: threading.current_thread().name) == f"aptrt-sta-{sta.name}"
+
+
+def test_a_main_sta_on_a_loop_not_started_by_anyio_runs_async_callees() -> None:
+    """asyncio.run (not anyio.run): the inbox's drain runs outside any task, where sniffio cannot name the
+    library; an async method of a main-STA object called from another STA must still start."""
+    import asyncio
+
+    class IAsyncThing(aptrt.Interface, iid="0f4b7f0e-5a2e-4d7e-9a6c-1f2e3d4c5b6a"):
+        async def m(self) -> int: ...
+
+    class AsyncThing(IAsyncThing):
+        async def m(self) -> int:
+            await asyncio.sleep(0)
+            return 7
+
+    async def call(proxy: object) -> int:
+        return await proxy.m()  # type: ignore[attr-defined, no-any-return]
+
+    async def main() -> int:
+        async with aptrt.Runtime() as rt, rt.open_sta("other") as sta:
+            return await asyncio.wait_for(sta.run(call, AsyncThing()), 10)
+
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(asyncio.run(main())))
+    thread.start()
+    thread.join(20)
+    assert results == [7]

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
+import sniffio
 import trio
 
 from ._call import INF, REPLY, RUNNING, Call
@@ -244,6 +245,9 @@ class AsyncioPort(Port):
         # call_soon_threadsafe would run the drain in a copy of the *producer's* context, leaking its
         # context variables (sniffio's "current async library" among them) into this loop's tasks
         self._context = contextvars.copy_context()
+        # the drain runs outside any task, where sniffio cannot tell the library from the running task: name
+        # it, or starting an async callee there fails on a loop not started by anyio (asyncio.run, Ray's)
+        self._context.run(sniffio.current_async_library_cvar.set, "asyncio")
 
     def _ring(self, drain: Callable[[], None]) -> None:
         self._ring_threadsafe(drain, context=self._context)

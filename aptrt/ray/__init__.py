@@ -6,7 +6,8 @@ the same deadlines, cancellation, errors and contexts as a local STA.
 """
 
 from ._host import RayHost
+from ._local import init_local
 from ._remote import RemoteApartment, RemoteClassFactory, RemoteContext
 from ._wire import RemoteError
 
-__all__ = ["RayHost", "RemoteApartment", "RemoteClassFactory", "RemoteContext", "RemoteError"]
+__all__ = ["RayHost", "RemoteApartment", "RemoteClassFactory", "RemoteContext", "RemoteError", "init_local"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,6 +62,7 @@ class Transport(Protocol):
     """How an endpoint's messages reach the other process (see ``_transport``)."""
 
     def attach(self, endpoint: Endpoint) -> None: ...
+    def direct(self, call_id: int, call: Call) -> bool: ...
     def send(self, messages: list[tuple[Any, ...]]) -> None: ...
     def reply(self, call_id: int, message: tuple[Any, ...]) -> None: ...
     async def close(self, graceful: bool) -> None: ...
@@ -90,10 +92,15 @@ def _chain(causality: int) -> Call:
 class Endpoint:
     def __init__(self, apartment: RemoteApartment, transport: Transport, served: Apartment | None) -> None:
         self.apartment = apartment
+        #: the apartment of the loop this endpoint runs on: it owns the proxies the endpoint calls and hands out
+        self.gateway: Apartment = apartment.gateway
         self.transport = transport
         #: where ``RUN`` messages run and contexts live (the apartment this process hosts), else None
         self.served = served
         self.counters = Counters()
+        #: guards ``outgoing`` and ``counters``, which a direct send (``Transport.direct``) and its reply,
+        #: on Ray's threads, share with the loop
+        self.lock = threading.Lock()
         # any thread → loop
         self._sendq: deque[Any] = deque()
         self._rung = False
@@ -118,7 +125,23 @@ class Endpoint:
         call_id = next(self._ids)
         call.runner = _Runner(self, call_id)
         call.phase = RUNNING  # Call.abandon now posts a cancel request to the runner
+        if not self._sendq and self.transport.direct(call_id, call):
+            return
         self._enqueue((call_id, call))
+
+    def direct_message(self, call_id: int, call: Call) -> tuple[Any, ...] | None:
+        """The message of *call* if it can leave from the caller's thread, as it is: a method call with
+        plain arguments, outside any remote context (any thread; registers it as outgoing)."""
+        if call.fn is not None or call.kwargs or not is_plain(call.args) or self.gone is not None:
+            return None
+        stub = call.stub
+        assert isinstance(stub, RemoteStub)
+        deadline = call.deadline
+        remaining = None if deadline == INF else max(0.0, deadline - time.monotonic())
+        with self.lock:
+            self.outgoing[call_id] = call
+            self.counters.running += 1
+        return (CALL, call_id, stub.oid, call.name, call.args, None, remaining, call.causality, None)
 
     def control(self, name: str, *args: Any) -> None:
         """Send a control call whose reply nobody waits for (ordered before later calls)."""
@@ -176,7 +199,8 @@ class Endpoint:
             call.fail(self._closed_error(call.name))
             return None
         if call.abandoned:  # its caller gave up before it left
-            self.counters.cancelled += 1
+            with self.lock:
+                self.counters.cancelled += 1
             return None
         try:
             args = call.args if is_plain(call.args) else self.encode(call.args)
@@ -211,8 +235,9 @@ class Endpoint:
                 return None
         call.args = ()  # the encoded copy travels; the proxies it held now belong to the export table
         call.kwargs = None
-        self.outgoing[call_id] = call
-        self.counters.running += 1
+        with self.lock:
+            self.outgoing[call_id] = call
+            self.counters.running += 1
         return message
 
     def encode(self, value: Any) -> Any:
@@ -228,10 +253,14 @@ class Endpoint:
                 return ref
             return self._export(value)
         if isinstance(value, Interface) and not is_interface(cls):
-            # an agile object (it crossed apartments raw): served from the neutral apartment
-            neutral = self.apartment.runtime.neutral
-            stub = neutral.exports.export(value)
-            return self._export(make_proxy(stub, self.apartment, primary_interface(cls)))
+            # an object of the connection's own apartment (RayHost(own_thread=False)), or an agile object
+            # (it crossed apartments raw: served from the neutral apartment)
+            if getattr(value, "__aptrt_agile__", False):
+                home: Apartment = self.apartment.runtime.neutral
+            else:
+                home = self.gateway
+            stub = home.exports.export(value)
+            return self._export(make_proxy(stub, self.gateway, primary_interface(cls)))
         if cls in (list, tuple, set, frozenset):
             return cls(self.encode(item) for item in value)
         if cls is dict:
@@ -284,28 +313,33 @@ class Endpoint:
             self.peer_gone(DisconnectedError(message[1], reason=DisconnectReason.APARTMENT_DIED))
 
     def _complete(self, call_id: int, ok: bool, value: Any) -> None:
-        call = self.outgoing.pop(call_id, None)
-        if call is None:
-            return
-        counters = self.counters
-        counters.running -= 1
+        """Answer outgoing call *call_id* (the loop; or a Ray thread, for a plain value)."""
+        with self.lock:
+            call = self.outgoing.pop(call_id, None)
+            if call is None:
+                return
+            self.counters.running -= 1
+            if call.abandoned:
+                self.counters.cancelled += 1
         if call.abandoned:
-            counters.cancelled += 1
             self._drop(value)
             return
         if ok:
             try:
-                call.value = value if type(value) in PLAIN else self.decode(value, call.caller or self.apartment)
-                counters.completed += 1
-                counters.latency.record(time.perf_counter() - call.started)
+                call.value = value if type(value) in PLAIN else self.decode(value, call.caller or self.gateway)
             except BaseException as exc:  # noqa: BLE001 - a reference that cannot be taken: the caller gets why
                 call.error = exc
-                counters.failed += 1
+                ok = False
         else:
             call.error = value
-            if type(value) is DeadlineExceededError:
+        with self.lock:
+            counters = self.counters
+            if ok:
+                counters.completed += 1
+                counters.latency.record(time.perf_counter() - call.started)
+            elif type(call.error) is DeadlineExceededError:
                 counters.expired += 1
-            elif isinstance(value, CallCancelledError):
+            elif isinstance(call.error, CallCancelledError):
                 counters.cancelled += 1
             else:
                 counters.failed += 1
@@ -329,7 +363,7 @@ class Endpoint:
                     f"an object of this process sent back by {self.apartment.name!r} is no longer exported",
                     reason=DisconnectReason.RELEASED,
                 )
-            result = marshal(entry[0], self.apartment, owner)
+            result = marshal(entry[0], self.gateway, owner)
         elif cls is PeerRef:
             stub = self.imports.get(value.oid)
             if stub is None or stub.disconnected:
@@ -401,7 +435,7 @@ class Endpoint:
         return f"process {os.getpid()}" + (f", apartment {served.name!r}" if served is not None else "")
 
     async def _run(self, message: tuple[Any, ...], made: list[Proxy[Any]]) -> Any:
-        owner = self.apartment
+        owner = self.gateway
         if message[0] == CALL:
             _, _, oid, name, args, kwargs, _, _, _ = message
             args = self.decode(args, owner, made)
@@ -476,14 +510,17 @@ class Endpoint:
             self.apartment._loop_died(error)
         else:
             self.apartment.closing = True
-        outgoing, self.outgoing = self.outgoing, {}
+        with self.lock:
+            outgoing, self.outgoing = self.outgoing, {}
+            for call in outgoing.values():
+                self.counters.running -= 1
+                if call.abandoned:
+                    self.counters.cancelled += 1
+                else:
+                    self.counters.failed += 1
         for call in outgoing.values():
-            self.counters.running -= 1
-            if call.abandoned:
-                self.counters.cancelled += 1
-                continue
-            self.counters.failed += 1
-            call.fail(DisconnectedError(f"{call.name!r} was lost: {error}", reason=reason))
+            if not call.abandoned:
+                call.fail(DisconnectedError(f"{call.name!r} was lost: {error}", reason=reason))
         self.flush()  # fails what was still waiting to leave
         for scope, reasons in list(self.incoming.values()):
             reasons.append(f"the caller's process is gone: {error}")

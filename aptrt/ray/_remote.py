@@ -20,7 +20,9 @@ from .._core._context import Context, ContextState, ContextStatistics
 from .._core._exceptions import ApartmentClosedError, DisconnectedError, DisconnectReason, NotSupportedError
 from .._core._factory import CLSCTX, REGCLS, ClassFactory, IClassFactory
 from .._core._invoke import await_call, block_on_call, invoke, invoke_blocking, new_call
+from .._core._loophost import FlushReleases
 from .._core._sta import STA
+from .._core._threadstate import tls
 from .._core._validate import check_cookie, check_dword, check_seconds
 from ._endpoint import Endpoint, Transport
 from ._stub import RemoteStub
@@ -46,9 +48,19 @@ class RemoteApartment(STA):
     """
 
     def __init__(
-        self, runtime: Runtime, name: str, transport: Transport, *, served: Apartment | None = None, where: str = ""
+        self,
+        runtime: Runtime,
+        name: str,
+        transport: Transport,
+        *,
+        served: Apartment | None = None,
+        gateway: STA | None = None,
+        where: str = "",
     ) -> None:
         super().__init__(runtime, name, "asyncio")
+        #: the STA whose loop runs the connection: this apartment's own thread (the driver's side), or a loop
+        #: that already runs there (the actor's side: Ray's loop, adopted as the main STA of its runtime)
+        self.gateway: STA = self if gateway is None else gateway
         self.endpoint = Endpoint(self, transport, served)
         #: where the apartment runs (the Ray actor, its process id)
         self.where = where
@@ -74,12 +86,18 @@ class RemoteApartment(STA):
         self.endpoint.submit(call)
 
     def _post(self, message: Any) -> bool:
-        port = self._host.port
+        port = self.gateway._host.port
         return port is not None and port.post(message)
 
     def _spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        """Start *fn* as a task of this apartment's loop (loop thread only)."""
-        self._host.spawn(fn, *args)
+        """Start *fn* as a task of the connection's loop (that loop's thread only)."""
+        self.gateway._host.spawn(fn, *args)
+
+    def _nudge(self) -> None:
+        if self.gateway is self:
+            super()._nudge()
+        else:
+            self._post(FlushReleases(self))
 
     def statistics(self) -> ApartmentStatistics:
         """Calls this process made to the remote apartment (queued to leave, waiting for a reply, and
@@ -185,16 +203,25 @@ class RemoteApartment(STA):
         and join this side's thread. Idempotent; shielded from cancellation."""
         self.closing = True
         with anyio.CancelScope(shield=True):
-            if not self.closed and self._host.port is not None:
-                await await_call(_call("close"), lambda waiter: self._on_loop(waiter, self._disconnect_on_loop))
-        await super().aclose()
+            if not self.closed and self.gateway._host.port is not None:
+                if tls.apartment is self.gateway:  # already on the connection's loop
+                    await self._disconnect_on_loop()
+                else:
+                    await await_call(_call("close"), lambda waiter: self._on_loop(waiter, self._disconnect_on_loop))
+        if self.gateway is self:
+            await super().aclose()
+        elif not self.closed:
+            self._finish_close()
 
     def close_blocking(self) -> None:
         """The blocking twin of :meth:`aclose`, for plain threads."""
         self.closing = True
-        if not self.closed and self._host.port is not None:
+        if not self.closed and self.gateway._host.port is not None:
             block_on_call(_call("close"), lambda waiter: self._on_loop(waiter, self._disconnect_on_loop))
-        super().close_blocking()
+        if self.gateway is self:
+            super().close_blocking()
+        elif not self.closed:
+            self._finish_close()
 
 
 def _call(what: str) -> Call:

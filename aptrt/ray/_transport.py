@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._core._exceptions import DisconnectedError, DisconnectReason
-from ._wire import CALL, DIED, RUN
+from .._core._marshal import PLAIN
+from ._wire import CALL, DIED, REPLY, RUN
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -56,7 +57,9 @@ class DriverTransport:
         from ._actor import actor_class
 
         options = {"max_restarts": 0, "max_concurrency": 1000, **self.host.actor_options}
-        self.handle = actor_class().options(**options).remote(self.name, self.backend, self.host.linger)
+        self.handle = (
+            actor_class().options(**options).remote(self.name, self.backend, self.host.linger, self.host.own_thread)
+        )
         with anyio.fail_after(self.host.startup_timeout):
             info = await self.handle.ready.remote()
         self.pid = info["pid"]
@@ -71,35 +74,103 @@ class DriverTransport:
     def reply(self, call_id: int, message: tuple[Any, ...]) -> None:
         self.send([message])
 
+    def direct(self, call_id: int, call: Any) -> bool:
+        """Send *call* from the caller's thread when the connection is idle (nothing queued, nothing in
+        flight): no hop to the loop on the way out, and a plain reply answers the caller from Ray's thread.
+        That is every call of a caller that makes one at a time. False: queue it as usual."""
+        endpoint = self.endpoint
+        with endpoint.lock:
+            if self._inflight or self._backlog or self.handle is None:
+                return False
+            self._inflight += 1
+        message = endpoint.direct_message(call_id, call)
+        if message is None:
+            self._done_one()
+            return False
+        chunk = [message]
+        try:
+            future = self.handle.deliver.remote(chunk).future()
+        except Exception as exc:  # noqa: BLE001 - Ray could not send it: that call fails
+            endpoint._complete(call_id, False, exc)
+            self._done_one()
+            return True
+        future.add_done_callback(lambda done: self._direct_done(done, chunk))
+        return True
+
+    def _direct_done(self, future: Any, chunk: list[tuple[Any, ...]]) -> None:
+        # on a Ray thread: a plain reply answers its caller from here; anything else goes to the loop
+        endpoint = self.endpoint
+        try:
+            out = future.result()
+        except BaseException as exc:  # noqa: BLE001 - handled on the loop, like a batch's
+            endpoint.apartment._post(_Settle(self, chunk, None, exc))
+            return
+        if len(out) == 1 and out[0][0] == REPLY and type(out[0][3]) in PLAIN and out[0][2]:
+            self._done_one()  # first: the caller it resumes may send its next call directly at once
+            endpoint._complete(out[0][1], True, out[0][3])
+            if self._backlog or endpoint._sendq:
+                endpoint.apartment._post(_Settle(self, None, None, None))
+        else:
+            endpoint.apartment._post(_Settle(self, chunk, out, None))
+
+    def _done_one(self) -> None:
+        with self.endpoint.lock:
+            self._inflight -= 1
+
+    def settle(
+        self, chunk: list[tuple[Any, ...]] | None, out: list[tuple[Any, ...]] | None, error: BaseException | None
+    ) -> None:
+        """A direct send's outcome, on the loop (*chunk* None: only a nudge to send what piled up meanwhile;
+        an empty *out* is a real outcome: the reply missed the batch's linger and comes through the poll)."""
+        if chunk is None:
+            self._pump()
+            return
+        self._outcome(chunk, out, error)
+        self._done_one()
+        self._pump()
+
     def _pump(self) -> None:
         host = self.host
         backlog = self._backlog
-        while self._inflight < host.window and backlog and self.endpoint.gone is None:
+        endpoint = self.endpoint
+        while backlog and endpoint.gone is None:
+            with endpoint.lock:
+                if self._inflight >= host.window:
+                    return
+                self._inflight += 1
             chunk = backlog[: host.batch]
             del backlog[: host.batch]
             try:
                 ref = self.handle.deliver.remote(chunk)
             except Exception as exc:  # noqa: BLE001 - Ray could not send it: its calls fail, not the connection
+                self._done_one()
                 self._lost(chunk, exc)
                 continue
-            self._inflight += 1
-            self.endpoint.apartment._spawn(self._await, ref, chunk)
+            endpoint.apartment._spawn(self._await, ref, chunk)
 
     async def _await(self, ref: Any, chunk: list[tuple[Any, ...]]) -> None:
-        import ray
-
         try:
             out = await ref
-        except ray.exceptions.RayActorError as exc:
-            self.endpoint.peer_gone(_died(exc, f"the Ray actor of {self.name!r}"))
-            return
-        except Exception as exc:  # noqa: BLE001 - e.g. a reply that does not unpickle here
-            self._lost(chunk, exc)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            self._done_one()
+            self._outcome(chunk, None, exc)
         else:
-            self.endpoint.receive(out)
-        finally:
-            self._inflight -= 1
+            self._done_one()  # first: a caller resumed by this reply may send its next call directly
+            self._outcome(chunk, out, None)
         self._pump()
+
+    def _outcome(
+        self, chunk: list[tuple[Any, ...]], out: list[tuple[Any, ...]] | None, error: BaseException | None
+    ) -> None:
+        import ray
+
+        if error is None:
+            assert out is not None
+            self.endpoint.receive(out)
+        elif isinstance(error, ray.exceptions.RayActorError):
+            self.endpoint.peer_gone(_died(error, f"the Ray actor of {self.name!r}"))
+        else:  # e.g. a reply that does not unpickle here
+            self._lost(chunk, error)
 
     def _lost(self, chunk: list[tuple[Any, ...]], exc: BaseException) -> None:
         logger.warning("aptrt: a batch to %r failed: %r", self.name, exc)
@@ -151,8 +222,8 @@ class _Batch:
 
 
 class ActorTransport:
-    """The actor's side. ``deliver`` and ``poll`` run on the Ray actor's event loop; the rest on the
-    endpoint's loop, which answers them through ``call_soon_threadsafe``."""
+    """The actor's side. Everything runs on the Ray actor's event loop, which is also the endpoint's (the
+    main STA of the actor's runtime)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, linger: float) -> None:
         self.loop = loop
@@ -165,21 +236,29 @@ class ActorTransport:
     def attach(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
 
+    def direct(self, call_id: int, call: Any) -> bool:
+        return False  # the actor answers through its outbox only
+
     # -- Ray's loop ------------------------------------------------------------------------------------
 
     async def deliver(self, messages: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         future = self.loop.create_future()
-        if not self.endpoint.apartment._post(_Inbound(self, messages, future)):
+        if self._closed():
             return [(DIED, f"apartment {self.endpoint.apartment.name!r} is closed")]
+        self.inbound(messages, future)
         result: list[tuple[Any, ...]] = await future
         return result
 
     async def poll(self) -> list[tuple[Any, ...]]:
         future = self.loop.create_future()
-        if not self.endpoint.apartment._post(_Poll(self, future)):
+        if self._closed():
             return [(DIED, f"apartment {self.endpoint.apartment.name!r} is closed")]
+        self.polled(future)
         result: list[tuple[Any, ...]] = await future
         return result
+
+    def _closed(self) -> bool:
+        return self.endpoint.gone is not None or self.endpoint.apartment.closing
 
     # -- the endpoint's loop ---------------------------------------------------------------------------
 
@@ -229,7 +308,7 @@ class ActorTransport:
         return out
 
     def _resolve(self, future: asyncio.Future[Any], value: list[tuple[Any, ...]]) -> None:
-        self.loop.call_soon_threadsafe(_set_result, future, value)
+        _set_result(future, value)
 
     async def close(self, graceful: bool) -> None:
         poller, self._poller = self._poller, None
@@ -237,29 +316,27 @@ class ActorTransport:
             self._resolve(poller, [(DIED, "the apartment closed")])
 
 
+class _Settle:
+    """Loop message: the outcome of a direct send (see ``DriverTransport.direct``)."""
+
+    __slots__ = ("transport", "chunk", "out", "error")
+
+    def __init__(
+        self,
+        transport: DriverTransport,
+        chunk: list[tuple[Any, ...]] | None,
+        out: list[tuple[Any, ...]] | None,
+        error: BaseException | None,
+    ) -> None:
+        self.transport = transport
+        self.chunk = chunk
+        self.out = out
+        self.error = error
+
+    def handle(self, port: Any) -> None:
+        self.transport.settle(self.chunk, self.out, self.error)
+
+
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
-
-
-class _Inbound:
-    __slots__ = ("transport", "messages", "future")
-
-    def __init__(self, transport: ActorTransport, messages: list[tuple[Any, ...]], future: asyncio.Future[Any]) -> None:
-        self.transport = transport
-        self.messages = messages
-        self.future = future
-
-    def handle(self, port: Any) -> None:
-        self.transport.inbound(self.messages, self.future)
-
-
-class _Poll:
-    __slots__ = ("transport", "future")
-
-    def __init__(self, transport: ActorTransport, future: asyncio.Future[Any]) -> None:
-        self.transport = transport
-        self.future = future
-
-    def handle(self, port: Any) -> None:
-        self.transport.polled(self.future)
