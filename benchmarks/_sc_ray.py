@@ -102,6 +102,14 @@ class RayScenario(Scenario):
                 "per_s",
                 versus="tput/ray",
             ),
+            Metric(
+                "lat/inline",
+                "latency (median), aptrt, objects on the actor's own loop: RayHost(own_thread=False)",
+                "us",
+                versus="lat/ray",
+            ),
+            Metric("p99/inline", "latency p99, aptrt with RayHost(own_thread=False)", "us", versus="p99/ray"),
+            Metric("tput/inline", "throughput @64, aptrt with RayHost(own_thread=False)", "per_s", versus="tput/ray"),
             Metric("remote", "check: the aptrt object runs in the actor's process, not the caller's", "bool"),
         ]
 
@@ -121,11 +129,17 @@ class RayScenario(Scenario):
             actor = _plain_actor_class(ray).remote()
             try:
                 sta = await rt.start_sta("bench-remote", host=aptrt.ray.RayHost())
+                inline = await rt.start_sta("bench-inline", host=aptrt.ray.RayHost(own_thread=False))
                 try:
                     echo: Any = await sta.create(Echo)
+                    echo_inline: Any = await inline.create(Echo)
                     out["remote"] = float(await echo.pid() != os.getpid())
                     method = actor.echo
-                    calls: dict[str, AsyncCall] = {"ray": lambda x: method.remote(x), "aptrt": echo.echo}
+                    calls: dict[str, AsyncCall] = {
+                        "ray": lambda x: method.remote(x),
+                        "aptrt": echo.echo,
+                        "inline": echo_inline.echo,
+                    }
                     for name, call in calls.items():
                         if (result := await call(41)) != 41:
                             raise BenchError(f"{name}: the callee returned {result!r} for 41")
@@ -136,8 +150,10 @@ class RayScenario(Scenario):
                             [calls[name]], sizes.inflight, sizes.remote_seconds
                         )
                     echo.release()
+                    echo_inline.release()
                 finally:
                     await sta.aclose()
+                    await inline.aclose()
             finally:
                 ray.kill(actor)
         return out
