@@ -48,6 +48,22 @@ async def wait_until(predicate, what: str, seconds: float = 20.0) -> None:
     assert await predicate(), what
 
 
+async def start_slow_call(tg, remote: RemoteApartment, obj, seconds: float, catch: type[BaseException]) -> list:
+    """Start ``obj.sleep(seconds)`` in *tg* and return once it runs in the actor; the list collects its
+    result, or the *catch* error it ends with."""
+    outcome: list = []
+
+    async def slow() -> None:
+        try:
+            outcome.append(await obj.sleep(seconds))
+        except catch as exc:
+            outcome.append(exc)
+
+    tg.start_soon(slow)
+    await wait_until(_running_in(remote, 1), "the slow call is running")
+    return outcome
+
+
 # -- where things run ------------------------------------------------------------------------------------
 
 
@@ -253,13 +269,7 @@ async def test_disconnecting_a_remote_context_waits_for_its_calls(remote: Remote
     obj = await ctx.run_sync(Remote, 1)
     outside = await remote.create(Remote, 1)
     async with anyio.create_task_group() as tg:
-        results: list[str] = []
-
-        async def slow() -> None:
-            results.append(await obj.sleep(0.5))
-
-        tg.start_soon(slow)
-        await wait_until(_running_in(remote, 1), "the slow call is running")
+        results = await start_slow_call(tg, remote, obj, 0.5, aptrt.DisconnectedError)
         with pytest.raises(aptrt.RPCTimeoutError) as info:
             await ctx.disconnect(0)
         assert info.value.hresult_name == "RPC_E_TIMEOUT"
@@ -286,16 +296,7 @@ async def test_disconnect_with_cancel_outstanding_cancels_remote_calls(remote: R
     ctx = remote.create_context()
     obj = await ctx.run_sync(Remote, 1)
     async with anyio.create_task_group() as tg:
-        errors: list[BaseException] = []
-
-        async def slow() -> None:
-            try:
-                await obj.sleep(30)
-            except aptrt.CallCancelledError as exc:
-                errors.append(exc)
-
-        tg.start_soon(slow)
-        await wait_until(_running_in(remote, 1), "the slow call is running")
+        errors = await start_slow_call(tg, remote, obj, 30, aptrt.CallCancelledError)
         await ctx.disconnect(0, cancel_outstanding=True, reason="maintenance")
     assert len(errors) == 1
     assert errors[0].reason == "maintenance"
@@ -356,17 +357,8 @@ async def test_an_actor_that_dies_fails_outstanding_and_later_calls(remote: Remo
 
     probe = await remote.create(Probe, interface=IProbe)
     obj = aptrt.query_interface(probe, IRemote)
-    errors: list[BaseException] = []
     async with anyio.create_task_group() as tg:
-
-        async def slow() -> None:
-            try:
-                await obj.sleep(60)
-            except aptrt.DisconnectedError as exc:
-                errors.append(exc)
-
-        tg.start_soon(slow)
-        await wait_until(_running_in(remote, 1), "the slow call is running")
+        errors = await start_slow_call(tg, remote, obj, 60, aptrt.DisconnectedError)
         if how == "kill":
             ray.kill(remote.actor)
         else:
@@ -392,20 +384,11 @@ async def test_a_keyboard_interrupt_in_a_remote_callee_kills_that_apartment_only
 
 
 async def test_closing_the_runtime_fails_remote_calls_still_running() -> None:
-    errors: list[BaseException] = []
     async with aptrt.Runtime() as rt:
         remote = await rt.start_sta("far", host=RayHost())
         obj = await remote.create(Remote)
-
-        async def slow() -> None:
-            try:
-                await obj.sleep(60)
-            except aptrt.DisconnectedError as exc:
-                errors.append(exc)
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(slow)
-            await wait_until(_running_in(remote, 1), "the slow call is running")
+            errors = await start_slow_call(tg, remote, obj, 60, aptrt.DisconnectedError)
             await remote.aclose()
         with pytest.raises(aptrt.DisconnectedError):
             await obj.add(1)

@@ -84,6 +84,11 @@ class _Runner:
         return True
 
 
+def _seconds_left(deadline: float) -> float | None:
+    """A deadline as it travels: seconds left (None: none); each process's monotonic clock differs."""
+    return None if deadline == INF else max(0.0, deadline - time.monotonic())
+
+
 def _chain(causality: int) -> Call:
     """A stand-in for the remote call being served, so calls made while serving it join its chain."""
     return Call(None, "remote call", (), None, None, False, INF, causality, None)
@@ -137,7 +142,7 @@ class Endpoint:
         stub = call.stub
         assert isinstance(stub, RemoteStub)
         deadline = call.deadline
-        remaining = None if deadline == INF else max(0.0, deadline - time.monotonic())
+        remaining = _seconds_left(deadline)
         with self.lock:
             self.outgoing[call_id] = call
             self.counters.running += 1
@@ -209,7 +214,7 @@ class Endpoint:
             call.fail(exc)
             return None
         deadline = call.deadline
-        remaining = None if deadline == INF else max(0.0, deadline - time.monotonic())
+        remaining = _seconds_left(deadline)
         ctx = call.context
         ctx_id = ctx.token if ctx is not None and not ctx.default else None
         if call.fn is None:
