@@ -166,7 +166,9 @@ class Call:
     # -- callee side -----------------------------------------------------------------------------------
 
     def deliver(self) -> None:
-        """Send the reply back (callee side, exactly once)."""
+        """Send the reply back (callee side, exactly once): to the caller's inbox, else to the lock a
+        blocking caller waits on (or, for a call started with ``aptrt.begin`` and not awaited yet, to its
+        handle's waiter, which ignores it: the handle reads ``phase``; see ``Port.begin``)."""
         self.phase = REPLY
         port = self.reply_port
         if port is not None:

@@ -115,7 +115,9 @@ def dump(runtime: Runtime | None = None, file: TextIO | None = None) -> str:
         stalled = rt.watchdog.stalled() if rt.watchdog is not None else []
         for apartment in rt.apartments:
             if apartment.name in stalled:
-                out.append(f"  {apartment.kind.value} {apartment.name!r}: BLOCKED (its loop misses the watchdog's heartbeat)")
+                out.append(
+                    f"  {apartment.kind.value} {apartment.name!r}: BLOCKED (its loop misses the watchdog's heartbeat)"
+                )
             stats = apartment.statistics()
             p50 = stats.latency_p50
             p99 = stats.latency_p99

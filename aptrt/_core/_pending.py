@@ -78,12 +78,15 @@ class PendingCall(Generic[T]):
         self._waiting = None
         if call.abandoned:
             raise _cancelled()
-        try:
-            yield from waiting.__await__()
-        except BaseException:
-            if not call.abandoned:
-                call.abandon()
-            raise
+        if call.reply_port is None:
+            call.reply_port = self._port  # from now on the callee posts the reply (see Port.begin)
+        if call.phase != REPLY:
+            try:
+                yield from waiting.__await__()
+            except BaseException:
+                if not call.abandoned:
+                    call.abandon()
+                raise
         if call.error is not None:
             assert self._port is not None
             return (yield from finish_failed(call, self._port, self._kwargs).__await__())  # type: ignore[no-any-return]

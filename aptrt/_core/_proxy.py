@@ -19,7 +19,7 @@ from ._exceptions import (
 from ._flow import NoRoom
 from ._interface import Interface, class_info, is_com_object, resolve_interface
 from ._invoke import call_when_room, invoke, invoke_blocking, new_call, retry_rejected, retry_rejected_blocking
-from ._marshal import is_plain, marshal_args, marshal_kwargs
+from ._marshal import PLAIN, is_plain, marshal_args, marshal_kwargs
 from ._port import defer_to_own_deadline
 from ._threadstate import current_call_var, tls
 from ._validate import check_seconds
@@ -152,7 +152,8 @@ def start_call(proxy: Proxy[Any], name: str, args: tuple[Any, ...], kwargs: dict
         _check(proxy)  # raises the right error
     stub = proxy._stub
     target = stub.apartment
-    if args and not is_plain(args):
+    # (a lone plain argument, the commonest call, is checked inline: one frame less)
+    if args and (len(args) > 1 or type(args[0]) not in PLAIN) and not is_plain(args):
         args = marshal_args(args, apartment, target)
     parent = state.call or current_call_var.get()
     port = state.port
