@@ -112,7 +112,7 @@ def leak_baseline() -> LeakBaseline:
     return LeakBaseline(
         frozenset(_aptrt_threads()),
         tuple((rt, frozenset(rt.apartments)) for rt in all_runtimes()),
-        tls.apartment,
+        tls.s.apartment,
     )
 
 
@@ -134,8 +134,8 @@ def find_leaks(baseline: LeakBaseline, *, grace: float = THREAD_GRACE) -> list[s
         for apartment in rt.apartments:
             if apartment not in known and isinstance(apartment, aptrt.STA):
                 leaks.append(f"STA {apartment.name!r} was started and not closed")
-    if tls.apartment is not None and tls.apartment is not baseline.apartment:
-        leaks.append(f"this thread is still in apartment {tls.apartment.name!r}")
+    if tls.s.apartment is not None and tls.s.apartment is not baseline.apartment:
+        leaks.append(f"this thread is still in apartment {tls.s.apartment.name!r}")
     if not baseline.runtimes and not leaks:
         deadline = time.monotonic() + grace
         for thread in _aptrt_threads():

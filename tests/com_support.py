@@ -46,7 +46,7 @@ def raises_hr(hresult: int) -> Iterator[pytest.ExceptionInfo[aptrt.COMError]]:
 
 def wait(event: threading.Event) -> None:
     """Wait for *event*, pumping if this thread is an STA (its callers must be served meanwhile)."""
-    if tls.pump is not None:
+    if tls.s.pump is not None:
         com.CoWaitForMultipleHandles(0, TIMEOUT_MS, [event])
     else:
         assert event.wait(TIMEOUT), "timed out"

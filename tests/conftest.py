@@ -50,4 +50,3 @@ def no_leaked_threads(aptrt_leak_check: None) -> Iterator[None]:
 async def rt(aptrt_runtime: aptrt.Runtime) -> AsyncIterator[aptrt.Runtime]:
     """A runtime whose main STA is the test's own event loop (aptrt.testing's ``aptrt_runtime``)."""
     yield aptrt_runtime
-

@@ -251,7 +251,9 @@ class TestFatalCallee:
         await wait_until(lambda: "'MTA' died of" in aptrt_log.text, "the old loop's thread logs its death")
         assert "asyncio" not in aptrt_log.text  # (no noise from asyncio's shutdown)
 
-    async def test_sync_callee_raising_a_cancellation_only_fails_its_call(self, rt: aptrt.Runtime, sta_backend: str) -> None:
+    async def test_sync_callee_raising_a_cancellation_only_fails_its_call(
+        self, rt: aptrt.Runtime, sta_backend: str
+    ) -> None:
         exc = asyncio.CancelledError()  # (trio.Cancelled cannot be made by hand)
         async with rt.open_sta(backend=sta_backend) as sta:
             obj = await sta.create(Faulty)
@@ -422,7 +424,10 @@ class TestWatchdog:
             reports.append(report)
             release.set()
 
-        async with aptrt.Runtime(watchdog=0.05, on_stall=on_stall) as rt, rt.open_sta("task", backend=sta_backend) as sta:
+        async with (
+            aptrt.Runtime(watchdog=0.05, on_stall=on_stall) as rt,
+            rt.open_sta("task", backend=sta_backend) as sta,
+        ):
             obj = await sta.create(Faulty)
             with anyio.fail_after(10):
                 assert await obj.block_in_task(release) is True

@@ -125,9 +125,7 @@ class TestBegin:
             await pending
         # the callee ran under the deadline and was cancelled at it, or (a slow machine) it was still
         # queued at the deadline and never started
-        await wait_until(
-            lambda: sig.log == ["cancelled"] or aptrt_sta.statistics().expired == 1, "the callee stopped"
-        )
+        await wait_until(lambda: sig.log == ["cancelled"] or aptrt_sta.statistics().expired == 1, "the callee stopped")
 
     async def test_a_full_inbox_that_waits_sends_when_awaited(self, aptrt_sta: aptrt.STA) -> None:
         sig = Signals()

@@ -282,7 +282,7 @@ class Apartment(ABC):
 
     def is_current(self) -> bool:
         """True if the calling thread belongs to this apartment."""
-        return self.admits(tls.apartment)
+        return self.admits(tls.s.apartment)
 
     def admits(self, current: Apartment | None) -> bool:
         """True if a thread whose apartment is *current* may use this apartment's proxies."""
@@ -290,7 +290,7 @@ class Apartment(ABC):
 
     def _caller(self) -> Apartment:
         """The apartment of the calling thread (a plain thread counts as the runtime's MTA)."""
-        current = tls.apartment
+        current = tls.s.apartment
         return current if current is not None else self.runtime.mta
 
     # -- running code ----------------------------------------------------------------------------------
@@ -404,12 +404,12 @@ def _run_sync_here(call: Call, fn: Callable[..., Any], args: tuple[Any, ...]) ->
     ctx = call.context
     assert ctx is not None
     _enter_counted(call, ctx)
-    previous = tls.context
-    tls.context = ctx
+    previous = tls.s.context
+    tls.s.context = ctx
     try:
         return fn(*args)
     finally:
-        tls.context = previous
+        tls.s.context = previous
         if call.counted:
             ctx.exit(call)
 

@@ -25,7 +25,7 @@ def check_cancelled() -> None:
         raise CallCancelledError(reason=call.cancel_reason)
     if call.deadline != INF and call.expired():
         raise DeadlineExceededError(f"the deadline of {call.name!r} has passed")
-    apartment = tls.apartment
+    apartment = tls.s.apartment
     if apartment is not None and apartment.closing:
         raise DisconnectedError(
             f"apartment {apartment.name!r} is shutting down", reason=DisconnectReason.SERVER_SHUTDOWN

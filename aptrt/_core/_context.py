@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 _tokens = itertools.count(1)
 
-#: the context an async task runs in (set per task); sync code running inline uses ``tls.context``
+#: the context an async task runs in (set per task); sync code running inline uses ``tls.s.context``
 context_var: ContextVar[Context | None] = ContextVar("aptrt_context", default=None)
 
 
@@ -238,7 +238,7 @@ class Context:
         waits, so outstanding calls on its own thread can finish)."""
         from ._invoke import block_on_call_pumping, refuse_on_loop
 
-        if tls.pump is None:
+        if tls.s.pump is None:
             refuse_on_loop("disconnect_blocking")
         if self._begin(timeout):
             return
@@ -280,7 +280,7 @@ def current_context() -> Context:
 
     :raises NotInitializedError: the thread is in no apartment and no runtime is open
     """
-    ctx = tls.context
+    ctx = tls.s.context
     if ctx is not None:
         return ctx
     ctx = context_var.get()
@@ -293,7 +293,7 @@ def current_context() -> Context:
 
 def creation_context() -> Context | None:
     """The disconnectable context code runs in now (None in a default context): new objects join it."""
-    ctx = tls.context or context_var.get()
+    ctx = tls.s.context or context_var.get()
     if ctx is None or ctx.default:
         return None
     return ctx

@@ -161,10 +161,11 @@ def admit(call: Call, counters: Counters) -> Any:
 def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) -> None:
     """Run a sync callee on this thread, now, and reply."""
     call.phase = RUNNING
+    state = tls.s
     # a pumping STA serves calls while one of its own waits: keep the outer call's identity
-    outer_call, outer_context = tls.call, tls.context
-    tls.call = call
-    tls.context = call.context
+    outer_call, outer_context = state.call, state.context
+    state.call = call
+    state.context = call.context
     instruments = apartment.instruments
     event = notify_started(instruments, call, apartment) if instruments else None
     try:
@@ -186,8 +187,8 @@ def run_inline(call: Call, fn: Any, apartment: Apartment, counters: Counters) ->
             call.deliver()  # the caller gets it too; the thread decides what it does to it (see Port._drain)
             raise
     finally:
-        tls.call = outer_call
-        tls.context = outer_context
+        state.call = outer_call
+        state.context = outer_context
         _close_books(call, counters, instruments, event)
     call.deliver()
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def caller_deadline() -> float:
     """The caller's effective anyio deadline, on the monotonic clock (every loop's clock differs)."""
-    port = tls.port
+    port = tls.s.port
     if port is not None:
         return port.caller_deadline()
     try:
@@ -69,7 +69,7 @@ def new_call(
 
 async def invoke(target: Apartment, call: Call) -> Any:
     """Send *call* to *target* and await its result in the caller's loop (a checkpoint)."""
-    port = tls.port
+    port = tls.s.port
     try:
         if port is None:
             return await _await_from_foreign_loop(call, target.submit)
@@ -85,7 +85,7 @@ async def call_when_room(target: Apartment, call: Call) -> Any:
         if bound is not None:
             await await_call(Call(None, "room", (), None, None, False, INF, 0, None), bound.when_room)
         try:
-            port = tls.port
+            port = tls.s.port
             if port is None:
                 return await _await_from_foreign_loop(call, target.submit)
             return await port.call(call, target.submit)
@@ -131,7 +131,7 @@ def retry_rejected_blocking(
 
 async def await_call(call: Call, submit: Callable[[Call], None]) -> Any:
     """Hand *call* to *submit* (which arranges for ``call.deliver()`` on some thread) and await it."""
-    port = tls.port
+    port = tls.s.port
     if port is None:
         return await _await_from_foreign_loop(call, submit)
     return await port.call(call, submit)
@@ -160,7 +160,7 @@ async def _await_from_foreign_loop(call: Call, submit: Callable[[Call], None]) -
 
 def refuse_on_loop(what: str) -> None:
     """Raise :class:`WrongThreadError` on a thread that runs an event loop aptrt serves."""
-    if tls.port is not None:
+    if tls.s.port is not None:
         raise WrongThreadError(f"blocking call {what!r} from an event loop thread would stall the loop; await it")
 
 
@@ -174,7 +174,7 @@ def invoke_blocking(target: Apartment, call: Call, timeout: float | None) -> Any
     call.waiter = lock
     if timeout is not None:
         call.deadline = min(call.deadline, time.monotonic() + timeout)
-    pump = tls.pump
+    pump = tls.s.pump
     if pump is not None:  # a pumping STA serves incoming calls while it waits (COM's modal loop)
         return _invoke_pumping(pump, target, call, timeout)
     while True:
@@ -211,7 +211,7 @@ def _invoke_pumping(pump: Any, target: Apartment, call: Call, timeout: float | N
 
 def block_on_call_pumping(call: Call, submit: Callable[[Call], None], deadline: float = INF) -> bool:
     """Like :func:`block_on_call`, but a pumping STA serves calls while it waits; False on timeout."""
-    pump = tls.pump
+    pump = tls.s.pump
     if deadline - time.monotonic() >= _thread.TIMEOUT_MAX:
         deadline = INF  # longer than a lock can wait: no limit
     if pump is None:

@@ -314,8 +314,8 @@ class LoopHost:
 
     async def _serve(self, ready: Call) -> None:
         port = self.port = make_port(self)
-        tls.apartment = self.apartment
-        tls.port = port
+        tls.s.apartment = self.apartment
+        tls.s.port = port
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -327,8 +327,8 @@ class LoopHost:
                 tg.cancel_scope.cancel()
         finally:
             self._shutdown_port(port)
-            tls.apartment = None
-            tls.port = None
+            tls.s.apartment = None
+            tls.s.port = None
 
     def _shutdown_port(self, port: Port) -> None:
         apartment = self.apartment

@@ -149,7 +149,7 @@ class MTA(Apartment):
         thread.start()
 
     def _work(self, counters: Counters) -> None:
-        tls.apartment = self
+        tls.s.apartment = self
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         lock = self._lock
@@ -187,7 +187,7 @@ class MTA(Apartment):
                 with lock:
                     self._idle += 1
         finally:
-            tls.apartment = None
+            tls.s.apartment = None
             self._worker_done()
 
     def _worker_done(self) -> None:

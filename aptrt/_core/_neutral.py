@@ -57,22 +57,22 @@ class NeutralApartment(Apartment):
         counters = self._thread_counters()
         fn = admit(call, counters)
         if fn is not None:
-            port = tls.port
+            port = tls.s.port
             if call.is_async and port is not None:
                 call.runner = port
                 call.phase = RUNNING
                 port.host.spawn(run_task, call, fn, self, counters, port)
             else:
                 # a thread running neutral code is in the neutral apartment for that time (as in COM)
-                previous = tls.apartment
-                tls.apartment = self
+                previous = tls.s.apartment
+                tls.s.apartment = self
                 try:
                     if call.is_async:  # on a short-lived loop of its own, as cancellable as a task
                         run_inline(call, functools.partial(_run_on_own_loop, call, fn), self, counters)
                     else:
                         run_inline(call, fn, self, counters)
                 finally:
-                    tls.apartment = previous
+                    tls.s.apartment = previous
 
     def _thread_counters(self) -> Counters:
         try:

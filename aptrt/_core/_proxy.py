@@ -120,7 +120,7 @@ class Proxy(Generic[I]):
 
 def _check(proxy: Proxy[Any]) -> tuple[Apartment, Stub]:
     apartment = proxy._apartment
-    current = tls.apartment
+    current = tls.s.apartment
     if current is not apartment and not apartment.admits(current):
         raise WrongThreadError(
             f"{proxy!r} belongs to apartment {apartment.name!r} but is used from "
@@ -145,7 +145,7 @@ def start_call(proxy: Proxy[Any], name: str, args: tuple[Any, ...], kwargs: dict
     call). Returns ``(call, port, waiting)``, *waiting* being what to await for the reply (``port.send``,
     or ``port.begin`` for a call awaited later); on the rare paths (a full inbox that makes callers wait,
     a rejection the caller retries, a loop aptrt does not serve) a coroutine that makes the whole call."""
-    state = tls
+    state = tls.s
     apartment = proxy._apartment
     current = state.apartment
     if (current is not apartment and not apartment.admits(current)) or (proxy._released or proxy._stub.disconnected):

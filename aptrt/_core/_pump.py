@@ -139,8 +139,8 @@ class PumpSTA(STA):
         port = PumpPort(self._host)
         self._host.port = port
         self._host.thread = threading.current_thread()
-        tls.apartment = self
-        tls.pump = port
+        tls.s.apartment = self
+        tls.s.pump = port
 
     def close_here(self) -> None:
         """Tear the apartment down (on its own thread, at the last CoUninitialize): queued calls fail,
@@ -154,9 +154,9 @@ class PumpSTA(STA):
         self.exports.close(DisconnectReason.SERVER_SHUTDOWN)
         self._closed.set()
         self.runtime._forget(self)
-        if tls.apartment is self:
-            tls.apartment = None
-            tls.pump = None
+        if tls.s.apartment is self:
+            tls.s.apartment = None
+            tls.s.pump = None
 
     async def aclose(self) -> None:
         self.close_blocking()

@@ -291,7 +291,7 @@ class Runtime:
     def _caller_apartment(self) -> Apartment:
         if self._state != "open":
             raise NotInitializedError("the runtime is not open")
-        current = tls.apartment
+        current = tls.s.apartment
         return current if current is not None else self.mta
 
     async def create_instance(
@@ -393,8 +393,8 @@ class Runtime:
     def _open(self) -> None:
         if self._state != "new":
             raise RuntimeError("a Runtime can be entered only once")
-        if tls.apartment is not None:
-            raise ChangedModeError(f"this thread already belongs to apartment {tls.apartment.name!r}")
+        if tls.s.apartment is not None:
+            raise ChangedModeError(f"this thread already belongs to apartment {tls.s.apartment.name!r}")
         self._mta = MTA(self, max_workers=self._mta_workers, backend=self.backend)
         self._neutral = NeutralApartment(self)
         self._state = "open"
@@ -446,7 +446,7 @@ def current_runtime() -> Runtime:
 
     :raises NotInitializedError: no runtime is open (``CO_E_NOTINITIALIZED``)
     """
-    apartment = tls.apartment
+    apartment = tls.s.apartment
     if apartment is not None:
         return apartment.runtime
     with _active_lock:
@@ -461,7 +461,7 @@ def current_apartment() -> Apartment:
 
     :raises NotInitializedError: the thread is in no apartment and no runtime is open
     """
-    apartment = apartment_var.get() or tls.apartment
+    apartment = apartment_var.get() or tls.s.apartment
     if apartment is not None:
         return apartment
     return current_runtime().mta

@@ -105,13 +105,13 @@ class STA(Apartment):
 
     async def _adopt(self, tg: TaskGroup) -> None:
         await self._host.adopt(tg)
-        tls.apartment = self
-        tls.port = self._host.port
+        tls.s.apartment = self
+        tls.s.port = self._host.port
 
     def _begin_close(self) -> bool:
         if self.kind is ApartmentKind.MAIN_STA:
             raise RuntimeError("the main STA closes with its runtime (leave `async with aptrt.Runtime()`)")
-        if tls.apartment is self:
+        if tls.s.apartment is self:
             raise WouldDeadlockError(f"apartment {self.name!r} cannot close itself from its own thread and wait")
         first = not self.closing
         self.closing = True
@@ -155,8 +155,8 @@ class STA(Apartment):
         self._release_imports()
         self.exports.close(DisconnectReason.SERVER_SHUTDOWN)
         self._closed.set()
-        tls.apartment = None
-        tls.port = None
+        tls.s.apartment = None
+        tls.s.port = None
 
     def _cancel_adopted_tasks(self) -> None:
         self.closing = True

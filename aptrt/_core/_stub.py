@@ -125,7 +125,7 @@ class ExportTable:
         from ._threadstate import tls
 
         # the context the object was made in, else the one its first export runs in
-        ctx = getattr(obj, "_aptrt_context", None) or tls.context or context_var.get()
+        ctx = getattr(obj, "_aptrt_context", None) or tls.s.context or context_var.get()
         if ctx is None or ctx.apartment is not self.apartment:
             return self.apartment.default_context
         if ctx.state.value != "open":

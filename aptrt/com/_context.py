@@ -217,7 +217,7 @@ def CoDisconnectContext(dwTimeout: int) -> int:
     _init.flush()
     seconds = timeout_seconds(dwTimeout)
     _init.require_apartment()
-    if tls.port is not None:
+    if tls.s.port is not None:
         raise WrongThreadError("CoDisconnectContext would block this event loop's thread")
     ctx = current_context()
     try:

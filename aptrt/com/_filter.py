@@ -132,7 +132,7 @@ def CoRegisterMessageFilter(lpMessageFilter: Any) -> Any:
         raise InvalidArgumentError(
             f"lpMessageFilter must be an IMessageFilter (HandleInComingCall, RetryRejectedCall), not {lpMessageFilter!r}"
         )
-    apartment = tls.apartment
+    apartment = tls.s.apartment
     if apartment is None or apartment.kind not in (ApartmentKind.STA, ApartmentKind.MAIN_STA):
         raise NotSupportedError("message filters are for single-threaded apartments")
     with _lock:

@@ -90,14 +90,14 @@ class _HostThread:
         tl.host = True
         try:
             _initialize(COINIT_APARTMENTTHREADED, host_main=self.main)
-            self.sta = tls.apartment  # type: ignore[assignment]
+            self.sta = tls.s.apartment  # type: ignore[assignment]
         except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
             self.error = exc
             self._ready.set()
             return
         self._ready.set()
         try:
-            pump = tls.pump
+            pump = tls.s.pump
             assert pump is not None
             pump.pump_until(self._stop.is_set)
         finally:
@@ -176,7 +176,7 @@ def flush() -> None:
 
 def current_apartment_or_none() -> Apartment | None:
     """The apartment of this thread: its own, else the MTA while one exists (implicit MTA), else None."""
-    apartment = tls.apartment
+    apartment = tls.s.apartment
     if apartment is not None:
         return apartment
     runtime = state.runtime
@@ -235,7 +235,7 @@ def _initialize(mode: int, *, host_main: bool = False) -> int:
             raise ChangedModeError(f"this thread is already initialised as {_mode_name(tl.mode)}")
         tl.inits += 1
         return S_FALSE
-    current = tls.apartment
+    current = tls.s.apartment
     if current is not None:
         # a thread aptrt already put in an apartment (a worker of the MTA, an STA's loop): it joins that one
         if _mode_of(current) != mode:
@@ -252,7 +252,7 @@ def _initialize(mode: int, *, host_main: bool = False) -> int:
             with state.lock:
                 state.mta_threads += 1
             apartment = runtime.mta
-            tls.apartment = apartment
+            tls.s.apartment = apartment
     except BaseException:
         with state.lock:
             if not tl.host:
@@ -270,12 +270,12 @@ def _open_runtime(*, count_thread: bool) -> Runtime:
         runtime = state.runtime
         if runtime is None:
             runtime = Runtime()
-            saved = tls.apartment
-            tls.apartment = None  # a Runtime refuses to open on a thread of another runtime's apartment
+            saved = tls.s.apartment
+            tls.s.apartment = None  # a Runtime refuses to open on a thread of another runtime's apartment
             try:
                 runtime.__enter__()
             finally:
-                tls.apartment = saved
+                tls.s.apartment = saved
             state.runtime = runtime
         if count_thread:
             state.threads += 1
@@ -320,7 +320,7 @@ def CoUninitialize() -> None:
                 state.main_sta = None
                 runtime._main = None
     else:
-        tls.apartment = None
+        tls.s.apartment = None
         with state.lock:
             state.mta_threads -= 1
             gone = not state.mta_exists()
@@ -379,12 +379,12 @@ def _maybe_close() -> None:
                 hook()
             except Exception:
                 logger.exception("aptrt.com: closing hook %r failed", hook)
-        saved = tls.apartment
-        tls.apartment = None
+        saved = tls.s.apartment
+        tls.s.apartment = None
         try:
             runtime.__exit__(None, None, None)
         finally:
-            tls.apartment = saved
+            tls.s.apartment = saved
     finally:
         with state.lock:
             state.runtime = None
@@ -429,7 +429,7 @@ def CoGetApartmentType() -> tuple[int, int]:
     :raises NotInitializedError: the thread is in no apartment and there is no MTA (``CO_E_NOTINITIALIZED``)
     """
     flush()
-    apartment = tls.apartment
+    apartment = tls.s.apartment
     if apartment is None:
         if current_apartment_or_none() is not None:
             return APTTYPE_MTA, APTTYPEQUALIFIER_IMPLICIT_MTA

@@ -249,7 +249,7 @@ def _check(manager: ProxyManager) -> None:
             f"this proxy of {apartment.name!r} was released (or its apartment uninitialized)",
             reason=DisconnectReason.CLIENT_SHUTDOWN,
         )
-    current = tls.apartment
+    current = tls.s.apartment
     if current is not apartment and not apartment.admits(current):
         if current is None and _init.current_apartment_or_none() is None:
             raise NotInitializedError("COM is not initialized on this thread")

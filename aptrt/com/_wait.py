@@ -120,7 +120,7 @@ def call_blocking(target: Apartment, call: Call, remake: Callable[[], Call]) -> 
 
 def _call_once(target: Apartment, call: Call) -> Any:
     tid = threading.get_native_id()
-    pump = tls.pump
+    pump = tls.s.pump
     pending = PendingCall(call, pump)
     with _lock:
         _pending.setdefault(tid, []).append(pending)
@@ -189,7 +189,7 @@ def _cancelled(call: Call) -> CallCancelledError:
 
 def _sleep(seconds: float) -> None:
     """Wait *seconds*, serving incoming calls meanwhile on a pumping STA."""
-    pump = tls.pump
+    pump = tls.s.pump
     if pump is not None:
         pump.pump_until(lambda: False, time.monotonic() + seconds)
     elif seconds > 0:
@@ -260,7 +260,7 @@ def CoWaitForMultipleHandles(dwFlags: int, dwTimeout: int, pHandles: Sequence[th
                 return True
         return False
 
-    pump = tls.pump
+    pump = tls.s.pump
     if pump is not None:
         pump.pump_until(ready, deadline, poll=POLL)
     elif len(handles) == 1 and not ready():

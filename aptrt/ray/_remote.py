@@ -204,7 +204,7 @@ class RemoteApartment(STA):
         self.closing = True
         with anyio.CancelScope(shield=True):
             if not self.closed and self.gateway._host.port is not None:
-                if tls.apartment is self.gateway:  # already on the connection's loop
+                if tls.s.apartment is self.gateway:  # already on the connection's loop
                     await self._disconnect_on_loop()
                 else:
                     await await_call(_call("close"), lambda waiter: self._on_loop(waiter, self._disconnect_on_loop))
