@@ -268,3 +268,45 @@ class TestDump:
         text = aptrt.dump(file=io.StringIO())
         assert "'visible'" in text
         assert repr(rt) in text
+
+
+class TestHistogram:
+    """The latency histogram: raw samples are binned in bulk, readers see binned and raw ones alike."""
+
+    def test_percentiles_across_a_fold(self) -> None:
+        from aptrt._core._observe import Histogram
+
+        histogram = Histogram()
+        samples = [(i + 1) * 1e-6 for i in range(1000)]  # 1 µs .. 1 ms, more than one fold's worth
+        for seconds in samples:
+            histogram.record(seconds)
+        assert histogram.count == 1000
+        p50 = Histogram.percentile([histogram], 0.5)
+        p99 = Histogram.percentile([histogram], 0.99)
+        assert p50 is not None and p99 is not None
+        assert abs(p50 - 500e-6) / 500e-6 < 0.1  # buckets are ~9% wide
+        assert abs(p99 - 990e-6) / 990e-6 < 0.1
+
+    def test_tiny_and_zero_samples_land_in_the_first_bucket(self) -> None:
+        from aptrt._core._observe import Histogram
+
+        histogram = Histogram()
+        histogram.record(0.0)
+        histogram.record(1e-9)
+        assert histogram.count == 2
+        assert Histogram.percentile([histogram], 0.99) == 1e-6
+
+    def test_percentile_of_several_histograms(self) -> None:
+        from aptrt._core._observe import Histogram
+
+        fast, slow = Histogram(), Histogram()
+        for _ in range(300):
+            fast.record(10e-6)
+        for _ in range(100):
+            slow.record(1e-3)
+        assert Histogram.percentile([], 0.5) is None
+        p50 = Histogram.percentile([fast, slow], 0.5)
+        p99 = Histogram.percentile([fast, slow], 0.99)
+        assert p50 is not None and p99 is not None
+        assert abs(p50 - 10e-6) / 10e-6 < 0.1
+        assert abs(p99 - 1e-3) / 1e-3 < 0.1
