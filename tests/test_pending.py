@@ -49,6 +49,43 @@ class TestBegin:
         assert results == list(range(128))
         assert all(pending.done() for pending in window)
 
+    async def test_replies_before_and_after_the_handle_is_awaited(self, aptrt_sta: aptrt.STA) -> None:
+        """A reply that arrives before its handle is awaited is not posted back (the handle reads it off
+        the call); one the handle already waits for wakes it. Both, interleaved, in any order."""
+        work = await aptrt_sta.create(Work)
+        sig = Signals()
+        gate = await aptrt_sta.create(Gate, sig)
+        held = aptrt.begin(gate.hold)
+        await wait_event(sig.entered)  # the target's thread is held: what follows queues behind it
+        queued = [aptrt.begin(work.echo, i) for i in range(200)]
+        assert not any(pending.done() for pending in queued)
+        # await a handle before its reply exists: it must be woken by a posted reply
+        results: list[int] = []
+
+        async def await_first() -> None:
+            results.append(await queued[0])
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(await_first)
+                # (whitebox: the handle asked for its reply to be posted: it waits)
+                await wait_until(lambda: queued[0]._call.reply_port is not None, "the first handle waits")
+                sig.release.set()
+            assert await held == "released"
+            assert await work.echo(-1) == -1  # queued after them on the same thread: they all replied
+            assert all(pending.done() for pending in queued)
+            # the rest replied while nobody awaited them; await them out of order
+            rest = [await pending for pending in reversed(queued[1:])]
+        assert results == [0]
+        assert rest == list(reversed(range(1, 200)))
+
+    async def test_a_handle_never_awaited_still_makes_its_call(self, aptrt_sta: aptrt.STA) -> None:
+        counter = await aptrt_sta.create(Counter)
+        for _ in range(100):
+            aptrt.begin(counter.add, 1)  # the handle is dropped at once
+        with anyio.fail_after(5):
+            assert await counter.value() == 100  # queued behind them, on the same thread
+
     async def test_the_call_is_queued_at_once(self, aptrt_sta: aptrt.STA) -> None:
         sig = Signals()
         gate = await aptrt_sta.create(Gate, sig)

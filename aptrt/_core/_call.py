@@ -167,17 +167,19 @@ class Call:
 
     def deliver(self) -> None:
         """Send the reply back (callee side, exactly once): to the caller's inbox, else to the lock a
-        blocking caller waits on (or, for a call started with ``aptrt.begin`` and not awaited yet, to its
-        handle's waiter, which ignores it: the handle reads ``phase``; see ``Port.begin``)."""
+        blocking caller waits on; to nobody for a call started with ``aptrt.begin`` whose handle is not
+        awaited yet (it reads ``phase``; see ``Port.begin``)."""
         self.phase = REPLY
         port = self.reply_port
         if port is not None:
             port.post(self)  # a closed caller inbox drops it: the caller is gone
         else:
-            try:
-                self.waiter.release()
-            except RuntimeError:  # an abandoned waiter already let its thread go
-                pass
+            waiter = self.waiter
+            if waiter is not None:  # None: an aptrt.begin handle not awaited yet (it reads phase)
+                try:
+                    waiter.release()
+                except RuntimeError:  # an abandoned waiter already let its thread go
+                    pass
 
     def fail(self, error: BaseException) -> None:
         """Reply with *error* without running the call."""

@@ -25,13 +25,16 @@ T = TypeVar("T")
 class PendingCall(Generic[T]):
     """A call started by :func:`begin`. ``await`` it (once) for the result or the error."""
 
-    __slots__ = ("_call", "_kwargs", "_later", "_outcome", "_port", "_waiting")
+    __slots__ = ("_awaited", "_call", "_kwargs", "_later", "_outcome", "_port")
 
-    def __init__(self) -> None:
-        self._call: Call | None = None
-        self._port: Port | None = None
-        self._waiting: Awaitable[None] | None = None
-        self._kwargs: dict[str, Any] | None = None
+    def __init__(
+        self, call: Call | None = None, port: Port | None = None, kwargs: dict[str, Any] | None = None
+    ) -> None:
+        #: the queued call and the caller's inbox (see Port.begin)
+        self._call = call
+        self._port = port
+        self._kwargs = kwargs
+        self._awaited = False
         #: the whole call as a coroutine, run when awaited (rare paths; see start_call)
         self._later: Coroutine[Any, Any, T] | None = None
         #: a local object's sync method already ran: (value, error)
@@ -72,15 +75,14 @@ class PendingCall(Generic[T]):
         if later is not None:
             self._later = None
             return (yield from later.__await__())
-        call, waiting = self._call, self._waiting
-        if call is None or waiting is None:
+        call, port = self._call, self._port
+        if call is None or port is None or self._awaited:
             raise RuntimeError("a PendingCall can be awaited only once")
-        self._waiting = None
+        self._awaited = True
         if call.abandoned:
             raise _cancelled()
-        if call.reply_port is None:
-            call.reply_port = self._port  # from now on the callee posts the reply (see Port.begin)
-        if call.phase != REPLY:
+        waiting = port.reply_later(call)
+        if waiting is not None:
             try:
                 yield from waiting.__await__()
             except BaseException:
@@ -88,8 +90,7 @@ class PendingCall(Generic[T]):
                     call.abandon()
                 raise
         if call.error is not None:
-            assert self._port is not None
-            return (yield from finish_failed(call, self._port, self._kwargs).__await__())  # type: ignore[no-any-return]
+            return (yield from finish_failed(call, port, self._kwargs).__await__())  # type: ignore[no-any-return]
         return call.result()  # type: ignore[no-any-return]
 
 
@@ -115,16 +116,15 @@ def begin(method: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwarg
         fail (wrong apartment, disconnected object, released proxy): the call was not queued. The
         callee's errors, and a local sync method's, are raised where the handle is awaited.
     """
-    pending: PendingCall[T] = PendingCall()
     proxy = getattr(method, "__self__", None)
     if isinstance(proxy, Proxy):
         started = start_call(proxy, method.__name__, args, kwargs, True)
         if type(started) is tuple:
-            pending._call, pending._port, pending._waiting = started
-            pending._kwargs = kwargs or None
-        else:
-            pending._later = started
+            return PendingCall(started[0], started[1], kwargs or None)
+        pending: PendingCall[T] = PendingCall()
+        pending._later = started
         return pending
+    pending = PendingCall()
     if not callable(method):
         raise InvalidArgumentError(f"aptrt.begin() takes a method, not {type(method).__name__}")
     try:

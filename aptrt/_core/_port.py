@@ -8,7 +8,11 @@ was draining is never left behind. So a burst of N calls costs one wake-up, not 
 
 Why no lock around the deque: ``deque.append``/``popleft`` are atomic in CPython (one C call under the
 GIL) and internally locked on free-threaded builds, and ``Lock.acquire(False)`` is an atomic
-test-and-set on both. ``_closed`` is written once (False → True); a producer that appended and then
+test-and-set on both. ``_rung`` spares most producers even that: it is True only while ``_armed`` is held
+(set after taking it, cleared before releasing it), and a drain clears it before its last look at the
+deque, so a producer that appended and then read True has its item seen by that look. That reasoning
+needs sequentially consistent reads and writes, which the GIL gives; a free-threaded build never sets it.
+``_closed`` is written once (False → True); a producer that appended and then
 sees it set takes its item back, unless the sweeper already did (exactly one of them fails the item).
 """
 
@@ -58,10 +62,10 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on the anyio
     _task_states_get = None
 
 
-#: Whether a reply to a call started with :func:`aptrt.begin` may skip the caller's inbox until the handle
-#: is awaited (see :meth:`Port.begin`). The handshake relies on the GIL's sequential consistency; a
-#: free-threaded build always posts the reply.
-QUIET_BEGIN: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+#: Whether the GIL orders plain attribute reads and writes between threads (sequential consistency). Two
+#: handshakes rely on it: the ``_rung`` hint of :meth:`Port.post` and the quiet replies of
+#: :meth:`Port.begin`. A free-threaded build uses neither (it takes the lock, and posts every reply).
+GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def _trio_has_fast_deadline() -> bool:
@@ -103,6 +107,8 @@ class Port(ABC):
         self.thread_id = threading.get_ident()
         self._queue: deque[Call | Message] = deque()
         self._armed = threading.Lock()
+        #: a hint that ``_armed`` is held and a drain will look at the deque again (see the module doc)
+        self._rung = False
         #: set once, by the owner, when the loop stops serving (before the final sweep)
         self._closed = False
         #: set once, by the owner, when requests must be failed instead of run (shutdown has begun)
@@ -117,11 +123,13 @@ class Port(ABC):
         """Queue *item*; False if the loop no longer serves (the item was not queued)."""
         queue = self._queue
         queue.append(item)
-        if self._armed.acquire(False):
+        if not self._rung and self._armed.acquire(False):
+            self._rung = GIL_ENABLED
             try:
                 self._ring(self._drain)
             except Exception:  # noqa: BLE001  # the loop is gone (closed asyncio loop, finished trio run)
                 self._closed = True
+                self._rung = False
                 self._armed.release()
         return not self._closed or self._taken_back(item)
 
@@ -172,9 +180,11 @@ class Port(ABC):
                     # of the loop's tasks (a drain callback must not raise: trio would call that an
                     # internal error); the rest of the batch fails as the loop closes
                     self.host.fatal(exc)
+            self._rung = False
             self._armed.release()
             if not queue or not self._armed.acquire(False):
                 return
+            self._rung = GIL_ENABLED
 
     def _handle(self, item: Call | Message) -> None:
         """Handle one item: wake the caller of a reply, dispatch a request, or run a message."""
@@ -212,18 +222,37 @@ class Port(ABC):
         """Queue *call* with *submit* (which raises if the target refuses it) and return what to await
         for its reply (the hot path: no coroutine frame of its own). Loop thread, inside a task."""
 
-    def begin(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[None]:
-        """Like :meth:`send`, for a call whose reply may arrive before anyone awaits it
-        (:func:`aptrt.begin`). Loop thread.
+    def begin(self, call: Call, submit: Callable[[Call], None]) -> None:
+        """Queue *call* with *submit*, like :meth:`send`, for a handle that awaits its reply later
+        (:func:`aptrt.begin`; then :meth:`reply_later`). Loop thread.
 
-        The asyncio and trio ports leave ``call.reply_port`` unset (when :data:`QUIET_BEGIN`): the callee
-        then only marks the call replied, and the awaiting handle looks at ``call.phase`` first. The
-        handle sets ``reply_port`` when it is awaited and then reads ``phase``; the callee writes ``phase``
-        and then reads ``reply_port``. So either the handle sees the reply, or the callee sees the port
-        and posts the reply to wake it (both may happen: the waiter ignores a second wake-up). A window
-        of calls then costs the caller's inbox one reply per batch instead of one per call.
+        Under the GIL the call leaves with no ``reply_port`` and no waiter: the callee then only marks it
+        replied (``phase``), and most handles find the reply there when awaited, with nothing made to
+        wait on and nothing posted back. A handle that must wait sets the waiter and ``reply_port`` and
+        then reads ``phase``; the callee writes ``phase`` and then reads ``reply_port``. So either the
+        handle sees the reply, or the callee sees the port and posts the reply to wake it (both may
+        happen: the waiter ignores a second wake-up; and a callee that read no port but a fresh waiter
+        calls its ``release``, a no-op). A window of calls so costs the caller's inbox one reply per batch.
         """
-        return self.send(call, submit)
+        if not GIL_ENABLED:
+            call.waiter = self._later_waiter()
+            call.reply_port = self
+        submit(call)
+
+    def reply_later(self, call: Call) -> Awaitable[None] | None:
+        """What to await for the reply of a call queued with :meth:`begin`; None when it is here."""
+        if call.phase == REPLY:
+            return None
+        if call.reply_port is None:
+            call.waiter = self._later_waiter()
+            call.reply_port = self  # from now on the callee posts the reply...
+            if call.phase == REPLY:  # ...unless it replied before it could see the port
+                return None
+        return call.waiter  # type: ignore[no-any-return]
+
+    def _later_waiter(self) -> Awaitable[None]:
+        """A waiter for a reply that may arrive before anyone waits (loop thread)."""
+        raise NotImplementedError(f"{type(self).__name__} does not serve aptrt.begin")
 
     async def call(self, call: Call, submit: Callable[[Call], None]) -> Any:
         """Queue *call* with *submit* (which raises if the target refuses it), wait for the reply, and
@@ -284,13 +313,8 @@ class AsyncioPort(Port):
         submit(call)
         return waiter
 
-    def begin(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[None]:
-        waiter = LaterReplyWaiter(self.loop)
-        call.waiter = waiter
-        if not QUIET_BEGIN:
-            call.reply_port = self
-        submit(call)
-        return waiter
+    def _later_waiter(self) -> Awaitable[None]:
+        return LaterReplyWaiter(self.loop)
 
     def caller_deadline(self) -> float:
         if _task_states_get is None:  # anyio's internals changed: use the public, slower API
@@ -424,12 +448,8 @@ class TrioPort(Port):
             else:
                 trio.lowlevel.reschedule(waiter)
 
-    def begin(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[None]:
-        waiter = call.waiter = LaterWaiter()
-        if not QUIET_BEGIN:
-            call.reply_port = self
-        submit(call)
-        return waiter
+    def _later_waiter(self) -> Awaitable[None]:
+        return LaterWaiter()
 
     def send(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[Any]:
         call.waiter = trio.lowlevel.current_task()

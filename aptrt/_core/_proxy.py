@@ -142,8 +142,8 @@ def _check(proxy: Proxy[Any]) -> tuple[Apartment, Stub]:
 
 def start_call(proxy: Proxy[Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any], begin: bool) -> Any:
     """Check, build and queue a call of *proxy*'s method *name* (the hot path of every cross-apartment
-    call). Returns ``(call, port, waiting)``, *waiting* being what to await for the reply (``port.send``,
-    or ``port.begin`` for a call awaited later); on the rare paths (a full inbox that makes callers wait,
+    call). Returns ``(call, port, waiting)``, *waiting* being what to await for the reply (from
+    ``port.send``; None for a call awaited later, see ``Port.begin``); on the rare paths (a full inbox that makes callers wait,
     a rejection the caller retries, a loop aptrt does not serve) a coroutine that makes the whole call."""
     state = tls.s
     apartment = proxy._apartment
@@ -172,7 +172,11 @@ def start_call(proxy: Proxy[Any], name: str, args: tuple[Any, ...], kwargs: dict
         parent,
     )
     try:
-        waiting = port.begin(call, target.submit) if begin else port.send(call, target.submit)
+        if begin:
+            port.begin(call, target.submit)
+            waiting = None  # the handle asks port.reply_later when it is awaited
+        else:
+            waiting = port.send(call, target.submit)
     except NoRoom:  # the target's bounded inbox is full and makes callers wait
         return call_when_room(target, call)
     except CallRejectedError as exc:

@@ -99,6 +99,9 @@ class PumpPort(Port):
     def send(self, call: Call, submit: Callable[[Call], None]) -> Awaitable[Any]:
         raise WrongThreadError("a pumping STA has no event loop: use blocking calls")
 
+    def begin(self, call: Call, submit: Callable[[Call], None]) -> None:
+        self.send(call, submit)
+
     def caller_deadline(self) -> float:
         return INF
 
