@@ -79,7 +79,7 @@ class TestBegin:
         assert results == [0]
         assert rest == list(reversed(range(1, 200)))
 
-    async def test_a_handle_never_awaited_still_makes_its_call(self, aptrt_sta: aptrt.STA) -> None:
+    async def test_many_handles_never_awaited(self, aptrt_sta: aptrt.STA) -> None:
         counter = await aptrt_sta.create(Counter)
         for _ in range(100):
             aptrt.begin(counter.add, 1)  # the handle is dropped at once
