@@ -236,6 +236,40 @@ async def test_an_object_of_one_actor_passed_to_another(rt: aptrt.Runtime, remot
         await other.aclose()
 
 
+async def test_a_release_that_overtakes_the_reply_carrying_the_object_back(
+    rt: aptrt.Runtime, remote: RemoteApartment
+) -> None:
+    """``b.echo(a)`` hands ``a`` to ``b``'s process; ``b`` lets go of it as the call ends, so its RELEASE
+    can reach this process before the reply that carries ``a`` back (they travel on two Ray returns).
+    Forced here: replies that carry a reference wait until a RELEASE has been taken in."""
+    from aptrt.ray._wire import RELEASE, REPLY, HomeRef
+
+    other = await rt.start_sta("other", host=RayHost())
+    try:
+        endpoint = other.endpoint  # type: ignore[attr-defined]
+        receive = endpoint.receive
+        held: list[tuple[object, ...]] = []
+
+        def reordering(messages: list[tuple[object, ...]]) -> None:
+            carrying = [m for m in messages if m[0] == REPLY and type(m[3]) is HomeRef]
+            held.extend(carrying)
+            receive([m for m in messages if not any(m is c for c in carrying)])
+            if held and any(m[0] == RELEASE for m in messages):
+                late = held[:]
+                held.clear()
+                receive(late)
+
+        endpoint.receive = reordering
+        a = await remote.create(Remote, 10)
+        b = await other.create(Remote)
+        with anyio.fail_after(20):
+            for _ in range(3):
+                assert await b.echo(a) == a
+        assert await a.add(1) == 11
+    finally:
+        await other.aclose()
+
+
 async def test_a_local_object_passed_to_a_remote_one_is_called_back_on_its_thread(remote: RemoteApartment) -> None:
     obj = await remote.create(Remote)
     callback = Callback()

@@ -16,7 +16,10 @@ affinity, contexts, reentrancy, deadlines, cancellation) happens on this side to
 
 *References*: objects cross as :class:`PeerRef` (exported here under an oid, counted once per hand-out)
 and come back as :class:`HomeRef`; the other side gives hand-outs back with ``RELEASE`` when its last
-proxy goes.
+proxy goes. A ``RELEASE`` may overtake a reply sent before it (an actor returns a batch's replies with
+that batch and other messages with its standing poll: two Ray returns, in either order), and that reply
+may carry a :class:`HomeRef` of the released object (``b.echo(a)``, after which ``b`` lets go of ``a``).
+So a ``RELEASE`` is applied only once every call sent before it arrived has been answered.
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ class Endpoint:
         self._export_oids: dict[int, int] = {}  # id(stub) -> oid
         self._oids = itertools.count(CONTROL + 1)
         self.imports: dict[int, RemoteStub] = {}
+        #: RELEASEs not applied yet: (the newest call outstanding when it came, oid, hand-outs)
+        self._held: deque[tuple[int, int, int]] = deque()
         self.contexts: dict[int, Context] = {}
         #: set once the other side is gone (its process died, or the connection closed)
         self.gone: BaseException | None = None
@@ -157,6 +162,10 @@ class Endpoint:
 
     def _enqueue(self, item: Any) -> None:
         self._sendq.append(item)
+        self._nudge()
+
+    def _nudge(self) -> None:
+        """Have the loop run :meth:`flush` soon (any thread)."""
         if not self._rung:
             self._rung = True
             if not self.apartment._post(_Flush(self)):
@@ -178,6 +187,8 @@ class Endpoint:
 
     def flush(self) -> None:
         self._rung = False
+        if self._held:
+            self._apply_held()
         sendq = self._sendq
         out: list[tuple[Any, ...]] = []
         while sendq:
@@ -294,6 +305,8 @@ class Endpoint:
                 self._receive_one(message)
             except Exception:
                 logger.exception("aptrt: error while handling %r from %r", message[:2], self.apartment.name)
+        if self._held:
+            self._apply_held()
 
     def _receive_one(self, message: tuple[Any, ...]) -> None:
         tag = message[0]
@@ -307,15 +320,28 @@ class Endpoint:
                 running[1].append(message[2])
                 running[0].cancel()
         elif tag == RELEASE:
-            entry = self.exports.get(message[1])
-            if entry is not None:
-                entry[1] -= message[2]
-                if entry[1] <= 0:
-                    del self.exports[message[1]]
-                    self._export_oids.pop(id(entry[0]._stub), None)
-                    _release_entry(entry)
+            with self.lock:
+                newest = max(self.outgoing, default=0)  # (ids are not inserted in order: direct sends)
+            self._held.append((newest, message[1], message[2]))  # applied by receive(), see the module doc
         elif tag == DIED:
             self.peer_gone(DisconnectedError(message[1], reason=DisconnectReason.APARTMENT_DIED))
+
+    def _apply_held(self) -> None:
+        """Apply the held RELEASEs whose earlier calls have all been answered, in order (loop thread)."""
+        held = self._held
+        while held:
+            with self.lock:
+                oldest = min(self.outgoing, default=None)
+            if oldest is not None and oldest <= held[0][0]:
+                return
+            _, oid, count = held.popleft()
+            entry = self.exports.get(oid)
+            if entry is not None:
+                entry[1] -= count
+                if entry[1] <= 0:
+                    del self.exports[oid]
+                    self._export_oids.pop(id(entry[0]._stub), None)
+                    _release_entry(entry)
 
     def _complete(self, call_id: int, ok: bool, value: Any) -> None:
         """Answer outgoing call *call_id* (the loop; or a Ray thread, for a plain value)."""
@@ -326,6 +352,8 @@ class Endpoint:
             self.counters.running -= 1
             if call.abandoned:
                 self.counters.cancelled += 1
+        if self._held:
+            self._nudge()  # a held RELEASE may wait for this answer (flush applies it, on the loop)
         if call.abandoned:
             self._drop(value)
             return
@@ -533,6 +561,7 @@ class Endpoint:
         for stub in list(self.imports.values()):
             stub.disconnect(reason)
         self.imports.clear()
+        self._held.clear()
         exports, self.exports = self.exports, {}
         self._export_oids.clear()
         for entry in exports.values():
