@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import collections
-import functools
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 if TYPE_CHECKING:
@@ -15,72 +13,37 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 # Buckets grow by 2**(1/8) (about 9%): bucket i holds latencies around 2**(i/8) microseconds, from
-# sub-microsecond to hours in 512 buckets.
+# sub-microsecond to hours in 512 buckets. Recording is one log2, one int, one list increment.
 _STEPS_PER_OCTAVE = 8
 _BUCKETS = 512
-#: samples kept raw before they are binned in one go
-_FOLD_AT = 256
-# bucket = floor(8 * log2(seconds * 1e6)) + 1 = floor(8 * log2(seconds) + _OFFSET) + 1, clamped to [0, 511]
-_OFFSET = _STEPS_PER_OCTAVE * math.log2(1e6) + 1
-_scale = float(_STEPS_PER_OCTAVE).__mul__
-_shift = _OFFSET.__add__
-_positive = functools.partial(max, 1e-12)  # log2(0) would raise; no real call takes a picosecond
-
-
-def _bins(samples: list[float]) -> Iterator[int]:
-    """The (unclamped) bucket of each sample, computed in C (map over builtins: no Python frame per sample)."""
-    return map(math.floor, map(_shift, map(_scale, map(math.log2, map(_positive, samples)))))
 
 
 class Histogram:
-    """A cheap latency histogram (log buckets, ~9% resolution). Written by one thread.
+    """A cheap latency histogram (log buckets, ~9% resolution). Written by one thread."""
 
-    :meth:`record` only appends the raw sample; every :data:`_FOLD_AT` samples the writer bins them all at
-    once in C. Readers take a snapshot (raw samples included) without writing, so a reader on another
-    thread never races the writer's binning; under the GIL each copy is atomic (free-threaded builds may
-    see a sample twice or not at all while a fold runs: the figures are estimates either way).
-    """
-
-    __slots__ = ("_counts", "_samples")
+    __slots__ = ("buckets", "count")
 
     def __init__(self) -> None:
-        self._counts: collections.Counter[int] = collections.Counter()
-        self._samples: list[float] = []
+        self.buckets = [0] * _BUCKETS
+        self.count = 0
 
-    def record(self, seconds: float) -> None:
-        samples = self._samples
-        samples.append(seconds)
-        if len(samples) >= _FOLD_AT:
-            self._samples = []
-            self._counts.update(_bins(samples))
-
-    @property
-    def count(self) -> int:
-        """How many latencies were recorded."""
-        samples = self._samples
-        return sum(self._counts.values()) + len(samples)
-
-    def snapshot(self) -> collections.Counter[int]:
-        """Counts by (unclamped) bucket, binned samples and raw ones together (any thread)."""
-        counts = self._counts.copy()
-        counts.update(_bins(self._samples[:]))
-        return counts
+    def record(self, seconds: float, _log2: Callable[[float], float] = math.log2) -> None:
+        micros = seconds * 1e6
+        index = int(_log2(micros) * _STEPS_PER_OCTAVE) + 1 if micros > 1.0 else 0
+        self.buckets[index if index < _BUCKETS else _BUCKETS - 1] += 1
+        self.count += 1
 
     @staticmethod
     def percentile(histograms: list[Histogram], fraction: float) -> float | None:
         """The *fraction* quantile (0.5, 0.99) across *histograms*, in seconds (None when empty)."""
-        counts: collections.Counter[int] = collections.Counter()
-        for histogram in histograms:
-            counts.update(histogram.snapshot())
-        total = counts.total()
+        total = sum(h.count for h in histograms)
         if total == 0:
             return None
         rank = fraction * total
         seen = 0
-        for bucket in sorted(counts):
-            seen += counts[bucket]
+        for index in range(_BUCKETS):
+            seen += sum(h.buckets[index] for h in histograms)
             if seen >= rank:
-                index = min(max(bucket, 0), _BUCKETS - 1)
                 return (2 ** ((index - 0.5) / _STEPS_PER_OCTAVE) if index else 1.0) / 1e6
         return None
 
