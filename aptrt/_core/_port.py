@@ -369,7 +369,8 @@ class ReplyWaiter:
         if self._state == _PENDING:
             self._asyncio_future_blocking = True
             yield self
-        self.result()
+        if self._state != _DONE:
+            self.result()  # raises (cancelled)
 
     __iter__ = __await__
 
