@@ -75,6 +75,19 @@ class TestStatistics:
         assert 0 < stats.latency_p50 <= stats.latency_p99 < 5
         assert stats.completed == 201
 
+    async def test_latency_is_sampled_one_call_in_eight(self, rt: aptrt.Runtime, sta_backend: str) -> None:
+        from aptrt._core._execute import LATENCY_SAMPLE
+
+        sta = await rt.start_sta(backend=sta_backend)
+        node = await sta.create(Node, "n", FlowLog())  # the first call the STA runs
+        assert sta.statistics().latency_p50 is not None  # the first call is in the sample
+        # (whitebox: the histogram of the STA's thread)
+        histogram = sta._host.counters.latency  # type: ignore[attr-defined]
+        assert histogram.count == 1
+        for i in range(2 * LATENCY_SAMPLE):
+            await node.mark(str(i))
+        assert histogram.count == 3  # calls 1, 9 and 17
+
     async def test_mta_latency(self, rt: aptrt.Runtime) -> None:
         node = await rt.mta.create(Node, "m", FlowLog())
         for i in range(20):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -34,10 +35,27 @@ if TYPE_CHECKING:
     from ._port import Port
 
 
+#: The latency histogram records one call in this many (the first included). Recording every call cost
+#: ~0.4 µs of a pipelined call's ~6 µs on the callee's thread (a handful of float and int objects made
+#: and freed each time, on memory the caller's thread touches too); a systematic sample keeps the
+#: percentiles and costs ~1/8 of that.
+LATENCY_SAMPLE = 8
+
+
 class Counters:
     """Statistics of one executing thread. Written only by that thread; read (racily) by anyone."""
 
-    __slots__ = ("cancelled", "completed", "expired", "failed", "latency", "rejected", "running", "running_calls")
+    __slots__ = (
+        "cancelled",
+        "completed",
+        "expired",
+        "failed",
+        "latency",
+        "rejected",
+        "running",
+        "running_calls",
+        "sample",
+    )
 
     def __init__(self) -> None:
         self.completed = 0
@@ -46,8 +64,10 @@ class Counters:
         self.expired = 0
         self.rejected = 0
         self.running = 0
-        #: from the caller's call to the callee's return, for calls that ran
+        #: from the caller's call to the callee's return, for one call in LATENCY_SAMPLE that ran
         self.latency = Histogram()
+        #: ``next(sample)`` says whether to record the call that just ended (no int made per call)
+        self.sample = itertools.cycle((True,) + (False,) * (LATENCY_SAMPLE - 1))
         #: async calls running now (insertion-ordered set), for aptrt.dump()
         self.running_calls: dict[Call, None] = {}
 
@@ -251,7 +271,8 @@ def _close_books(call: Call, counters: Counters, instruments: list[Instrument], 
     """A callee ended (sync or async): leave its context, record its latency, tell the instruments."""
     if call.counted:
         call.context.exit(call)  # type: ignore[union-attr]
-    counters.latency.record(time.perf_counter() - call.started)
+    if next(counters.sample):
+        counters.latency.record(time.perf_counter() - call.started)
     if event is not None:
         notify_finished(instruments, call, event)
 
