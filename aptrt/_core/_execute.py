@@ -25,7 +25,7 @@ from ._exceptions import (
 )
 from ._flow import CallType, FilterDecision, IncomingCall
 from ._marshal import PLAIN, marshal
-from ._observe import CallEvent, Histogram, Instrument, event_of
+from ._observe import CallEvent, Histogram, Instrument
 from ._threadstate import apartment_var, current_call_var, tls
 
 logger = logging.getLogger("aptrt")
@@ -278,7 +278,7 @@ def _close_books(call: Call, counters: Counters, instruments: list[Instrument], 
 
 
 def notify_started(instruments: list[Instrument], call: Call, apartment: Apartment) -> CallEvent:
-    event = event_of(call, apartment.name)
+    event = CallEvent(call, apartment.name)
     failed = None
     for instrument in instruments:
         try:

@@ -98,10 +98,6 @@ class Instrument(Protocol):
     def call_finished(self, event: CallEvent, error: BaseException | None) -> None: ...
 
 
-def event_of(call: Call, apartment_name: str) -> CallEvent:
-    return CallEvent(call, apartment_name)
-
-
 def dump(runtime: Runtime | None = None, file: TextIO | None = None) -> str:
     """Print (and return) every apartment of *runtime* (default: the current one): its inbox, running
     calls, contexts and statistics, then the wait-for graph of reentrancy gates."""
