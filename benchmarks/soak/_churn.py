@@ -57,7 +57,9 @@ class Churner:
             return
         self.created += 1
         try:
-            outcome, _ = await self.ledger.call("publish", self.directory.publish, slot.index, slot.apartment.name, service)
+            outcome, _ = await self.ledger.call(
+                "publish", self.directory.publish, slot.index, slot.apartment.name, service
+            )
         finally:
             service.release()
         if outcome != OK:

@@ -18,7 +18,9 @@ def _watchdog(seconds: float) -> threading.Timer:
     """A last resort if the runtime itself hangs: print every thread's stack and exit with status 3."""
 
     def fire() -> None:
-        print(f"soak: still running {seconds:.0f} s after it started: a hang; the threads:", file=sys.stderr, flush=True)
+        print(
+            f"soak: still running {seconds:.0f} s after it started: a hang; the threads:", file=sys.stderr, flush=True
+        )
         faulthandler.dump_traceback(all_threads=True)
         os._exit(3)
 

@@ -18,7 +18,9 @@ class Histogram:
         self.max = 0.0
 
     def add(self, seconds: float) -> None:
-        index = 0 if seconds <= self._BASE else min(self._SIZE - 1, int(math.log(seconds / self._BASE) / self._STEP) + 1)
+        index = (
+            0 if seconds <= self._BASE else min(self._SIZE - 1, int(math.log(seconds / self._BASE) / self._STEP) + 1)
+        )
         self.counts[index] += 1
         self.n += 1
         self.max = max(self.max, seconds)

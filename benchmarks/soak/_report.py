@@ -123,16 +123,22 @@ def summary(report: dict[str, Any]) -> list[str]:
             f"settled twice {calls['double_settled']}, unexpected {calls['unexpected']}; {calls['per_second']:,} calls/s"
         )
         lines.append("outcomes: " + ", ".join(f"{k} {v:,}" for k, v in report["outcome_totals"].items()))
-        lines.append("errors by type (reaching callers): " + ", ".join(f"{k} {v:,}" for k, v in report["errors_by_type"].items()))
+        lines.append(
+            "errors by type (reaching callers): " + ", ".join(f"{k} {v:,}" for k, v in report["errors_by_type"].items())
+        )
         lines.append("by kind:")
         for kind, outcomes in report["outcomes"].items():
             lat = report["latency_ms"]["by_kind"].get(kind)
             timing = f"  [p50 {lat['p50']} p99 {lat['p99']} max {lat['max']} ms]" if lat else ""
             lines.append(f"  {kind:8} " + ", ".join(f"{k} {v:,}" for k, v in outcomes.items()) + timing)
         lat = report["latency_ms"]
-        lines.append(f"latency of returned calls (ok or the callee's error): p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms")
+        lines.append(
+            f"latency of returned calls (ok or the callee's error): p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
+        )
         over = report["cancel_overshoot_ms"]
-        lines.append(f"cancelled/timed-out calls, past their deadline: p50 {over['p50']} ms, p99 {over['p99']} ms, max {over['max']} ms")
+        lines.append(
+            f"cancelled/timed-out calls, past their deadline: p50 {over['p50']} ms, p99 {over['p99']} ms, max {over['max']} ms"
+        )
         ctx = report["contexts"]
         dis = ctx["disconnect_ms"]
         lines.append(
