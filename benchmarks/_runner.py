@@ -61,8 +61,8 @@ class Config:
 FULL = Config()
 QUICK = Config(
     reps=3,
-    latency_calls=2_000,
-    warmup_calls=200,
+    latency_calls=1_000,
+    warmup_calls=100,
     tput_seconds=0.08,
     calibration_calls=512,
     scenario=QUICK_SIZES,

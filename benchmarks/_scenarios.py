@@ -71,15 +71,15 @@ class Sizes:
 
 FULL_SIZES = Sizes()
 QUICK_SIZES = Sizes(
-    latency_calls=800,
-    warmup_calls=100,
+    latency_calls=500,
+    warmup_calls=50,
     tput_seconds=0.06,
     inflight=64,
     trials=3,
     direct_calls=100_000,
-    remote_calls=200,
-    remote_warmup=20,
-    remote_seconds=0.25,
+    remote_calls=100,
+    remote_warmup=10,
+    remote_seconds=0.15,
 )
 
 
