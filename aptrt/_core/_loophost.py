@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ._call import INF, REPLY, RUNNING, Call
+from ._call import REPLY, RUNNING, Call
 from ._exceptions import DeadlineExceededError, NotSupportedError, WouldDeadlockError
 from ._execute import (
     Counters,
@@ -130,25 +130,6 @@ class LoopHost:
 
     def dispatch(self, call: Call, port: Port) -> None:
         apartment = self.apartment
-        stub = call.stub
-        # The commonest call, decided at once: a sync method of a live object in a default context, with
-        # no deadline, in an apartment with no bound, filter or gate; every check below would let it pass
-        if (
-            call.fn is None
-            and not call.is_async
-            and call.deadline == INF
-            and not call.abandoned
-            and call.reserved is None
-            and not port.closing
-            and apartment.message_filter is None
-            and apartment.gate is None
-            and stub.info.reentrancy is None  # type: ignore[union-attr]
-            and stub.context.default  # type: ignore[union-attr]
-            and (obj := stub.obj) is not None  # type: ignore[union-attr]
-        ):
-            call.context = stub.context  # type: ignore[union-attr]
-            run_inline(call, getattr(obj, call.name), apartment, self.counters)
-            return
         if call.reserved:
             release_slot(apartment, call)
         if port.closing:
@@ -159,6 +140,7 @@ class LoopHost:
         fn = admit(call, self.counters)
         if fn is None:
             return
+        stub = call.stub
         if apartment.gate is not None or (stub is not None and stub.info.reentrancy is not None):
             gate = apartment.gate_for(call)
             if gate is not None:
