@@ -389,14 +389,22 @@ def plain_caller_drive(driver: Any, targets: list[Any], ledger: Ledger) -> None:
         ledger.outcomes.append((call, "ok"))
 
 
+class StallLog:
+    """The watchdog's reports, as ``on_stall`` receives them; each one lets the blocked callee go."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.reports: list[aptrt.StallReport] = []
+
+    def __call__(self, report: aptrt.StallReport) -> None:
+        self.reports.append(report)
+        self.release.set()
+
+
 class TestWatchdog:
     async def test_reports_a_blocked_sta_with_its_stack(self, sta_backend: str) -> None:
-        release = threading.Event()
-        reports: list[aptrt.StallReport] = []
-
-        def on_stall(report: aptrt.StallReport) -> None:
-            reports.append(report)
-            release.set()
+        on_stall = StallLog()
+        release, reports = on_stall.release, on_stall.reports
 
         async with aptrt.Runtime(watchdog=0.05, on_stall=on_stall) as rt:
             assert rt.watchdog is not None
@@ -417,12 +425,8 @@ class TestWatchdog:
         assert not any(t.name == "aptrt-watchdog" for t in threading.enumerate())
 
     async def test_reports_a_task_blocking_its_loop(self, sta_backend: str) -> None:
-        release = threading.Event()
-        reports: list[aptrt.StallReport] = []
-
-        def on_stall(report: aptrt.StallReport) -> None:
-            reports.append(report)
-            release.set()
+        on_stall = StallLog()
+        release, reports = on_stall.release, on_stall.reports
 
         async with (
             aptrt.Runtime(watchdog=0.05, on_stall=on_stall) as rt,
@@ -434,12 +438,8 @@ class TestWatchdog:
         assert [r.method for r in reports] == ["block_in_task"]
 
     async def test_watches_the_main_sta_and_the_mta_loop(self) -> None:
-        release = threading.Event()
-        reports: list[aptrt.StallReport] = []
-
-        def on_stall(report: aptrt.StallReport) -> None:
-            reports.append(report)
-            release.set()
+        on_stall = StallLog()
+        release, reports = on_stall.release, on_stall.reports
 
         async with aptrt.Runtime(watchdog=0.05, on_stall=on_stall) as rt:
             here = Faulty()  # lives in the main STA (this test's loop)
@@ -527,12 +527,8 @@ class TestWatchdog:
             aptrt.Runtime(**kwargs)
 
     def test_sync_runtime(self) -> None:
-        release = threading.Event()
-        reports: list[aptrt.StallReport] = []
-
-        def on_stall(report: aptrt.StallReport) -> None:
-            reports.append(report)
-            release.set()
+        on_stall = StallLog()
+        release, reports = on_stall.release, on_stall.reports
 
         with aptrt.Runtime(watchdog=0.05, on_stall=on_stall) as rt:
             sta = rt.start_sta_blocking("plain", backend="trio")

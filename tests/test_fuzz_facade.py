@@ -340,6 +340,15 @@ def call(fn: Callable[..., Any], args: list[Any], where: str) -> tuple[Any, bool
         return None, False
 
 
+def fuzz_call(
+    fn: Callable[..., Any], name: str, data: st.DataObject, kinds: tuple[str, ...], pool: Pool
+) -> tuple[Any, bool]:
+    """Draw an argument of *kinds* for each parameter of *fn*, call it and check the outcome."""
+    drawn = [data.draw(strategy_for(param, kinds), label=param) for param in _signature(fn)]
+    args = [realise(value, pool) for value in drawn]
+    return call(fn, args, f"{name}{tuple(drawn)!r}")
+
+
 # -- the STA fuzz: the test's thread is the main STA ---------------------------------------------------
 
 
@@ -379,10 +388,7 @@ FUZZ_SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_fixt
 @FUZZ_SETTINGS
 @given(data=st.data())
 def test_fuzz_function(sta_pool: Pool, name: str, data: st.DataObject) -> None:
-    fn = getattr(com, name)
-    drawn = [data.draw(strategy_for(param, ALL_KINDS), label=param) for param in _signature(fn)]
-    args = [realise(value, sta_pool) for value in drawn]
-    result, ok = call(fn, args, f"{name}{tuple(drawn)!r}")
+    result, ok = fuzz_call(getattr(com, name), name, data, ALL_KINDS, sta_pool)
     if ok:
         _undo(name, result)
     assert_sta_intact()
@@ -394,10 +400,7 @@ def test_fuzz_function(sta_pool: Pool, name: str, data: st.DataObject) -> None:
 def test_fuzz_method(sta_pool: Pool, name: str, data: st.DataObject) -> None:
     kind, method = METHODS[name]
     target = com.CoGetObjectContext(com.IID_IContextCallback) if kind == "context" else sta_pool.make(kind)
-    fn = getattr(target, method)
-    drawn = [data.draw(strategy_for(param, ALL_KINDS), label=param) for param in _signature(fn)]
-    args = [realise(value, sta_pool) for value in drawn]
-    call(fn, args, f"{name}{tuple(drawn)!r}")
+    fuzz_call(getattr(target, method), name, data, ALL_KINDS, sta_pool)
     assert_sta_intact()
 
 
@@ -415,11 +418,7 @@ def assert_uninitialised() -> None:
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_uninitialised(name: str, data: st.DataObject) -> None:
-    fn = getattr(com, name)
-    pool = Pool(None)
-    drawn = [data.draw(strategy_for(param, UNINITIALISED_KINDS), label=param) for param in _signature(fn)]
-    args = [realise(value, pool) for value in drawn]
-    result, ok = call(fn, args, f"{name}{tuple(drawn)!r}")
+    result, ok = fuzz_call(getattr(com, name), name, data, UNINITIALISED_KINDS, Pool(None))
     if ok:
         _undo(name, result)
     assert_uninitialised()
